@@ -1,0 +1,5 @@
+"""The `reporting` pipeline (one namespace per variant run)."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
