@@ -30,6 +30,7 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()  # bootstrap_project wants it; the installed package is imported
     for layer in LAYERS:
         (project / "data" / layer).mkdir(parents=True)
     monkeypatch.chdir(project)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -10,6 +12,8 @@ from kedro.framework.hooks import hook_impl
 from facescan import pipeline_registry
 
 logger = logging.getLogger(__name__)
+
+STAGE_TIMINGS = "stage_timings"
 
 
 class AblationRegistryHook:
@@ -29,3 +33,53 @@ class AblationRegistryHook:
             from kedro.framework.project import pipelines
 
             pipelines.configure(pipelines._pipelines_module)  # rebuild with the new variants
+
+
+def _stage_of(node: Any) -> str:
+    """The pipeline a node comes from: the package under facescan.pipelines defining its function."""
+    func = getattr(node.func, "func", node.func)  # functools.partial binds the variant
+    parts = getattr(func, "__module__", "").split(".")
+    if len(parts) >= 3 and parts[:2] == ["facescan", "pipelines"]:
+        return parts[2]
+    return "other"
+
+
+class StageTimingHook:
+    """Wall time per stage (ingestion, split, ..., reporting) and per node.
+
+    Logged at the end of a run, and saved as the ``stage_timings`` dataset (when the catalog has it)
+    after every node, so that the reporting node, which reads it, sees every stage that ran before it.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._stages: dict[str, float] = defaultdict(float)
+        self._run_start = 0.0
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._started.clear()
+        self._stages.clear()
+        self._run_start = time.perf_counter()
+        self._save(catalog)
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node: Any, catalog: Any) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self._stages[_stage_of(node)] += seconds
+        logger.info("Node %s took %.1f s", node.name, seconds)
+        self._save(catalog)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        total = time.perf_counter() - self._run_start
+        per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in self._stages.items())
+        logger.info("Run finished in %.1f s (%s)", total, per_stage or "no nodes ran")
+
+    def _save(self, catalog: Any) -> None:
+        if STAGE_TIMINGS in catalog:
+            catalog.save(STAGE_TIMINGS, {k: round(v, 3) for k, v in self._stages.items()})

@@ -2,11 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
-from facescan.hooks import AblationRegistryHook
+from facescan.hooks import AblationRegistryHook, StageTimingHook
 
 # Hands the active environment's `ablation` parameters to the pipeline registry before it is read,
 # so that `--env paper` or `--params ablation.variants=[...]` decides which variant namespaces exist.
-HOOKS = (AblationRegistryHook(),)
+HOOKS = (AblationRegistryHook(), StageTimingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

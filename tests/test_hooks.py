@@ -1,0 +1,77 @@
+"""The hooks: the registry follows --env and --params; stage timings are recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facescan.hooks import StageTimingHook, _stage_of
+from tests.conftest import load_catalog
+
+
+def _training_namespaces(project: Path, env: str, params: dict | None = None) -> set[str]:
+    from kedro.framework.project import pipelines
+
+    load_catalog(project, env=env, params=params)  # creates the context: fires the hook
+    return {n.namespace for n in pipelines["training"].nodes}
+
+
+def test_registry_sees_the_environment_and_runtime_params(kedro_project: Path) -> None:
+    base = _training_namespaces(kedro_project, env="base")
+    assert "aspp_crossscan_vit" in base and "se_resnet50" in base and len(base) == 9
+
+    assert _training_namespaces(kedro_project, env="test") == {"resnet50", "aspp_crossscan_vit"}
+
+    one = _training_namespaces(kedro_project, env="test", params={"ablation.variants": ["vit"]})
+    assert one == {"vit"}
+
+    seeds = _training_namespaces(
+        kedro_project, env="test", params={"ablation.seeds": [1, 2], "ablation.variants": ["vit"]}
+    )
+    assert seeds == {"vit_seed1", "vit_seed2"}
+
+
+def test_local_environment_overrides_one_leaf(kedro_project: Path) -> None:
+    (kedro_project / "conf" / "local" / "parameters.yml").write_text("training:\n  lr: 0.5\n")
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(kedro_project)
+    with KedroSession.create(project_path=kedro_project) as session:
+        training = session.load_context().config_loader["parameters"]["training"]
+    assert training["lr"] == 0.5
+    assert training["batch_size"] == 32  # sibling leaves kept: soft merge
+
+
+class _Node:
+    def __init__(self, name: str, func) -> None:
+        self.name, self.func = name, func
+
+
+class _Catalog(dict):
+    def save(self, name: str, data) -> None:
+        self[name] = data
+
+
+def test_stage_timing_hook_sums_nodes_per_stage() -> None:
+    from facescan.pipelines.runs import expand_runs
+
+    expand_runs.__module__  # a function from facescan.pipelines.runs: stage "runs"
+    hook = StageTimingHook()
+    catalog = _Catalog(stage_timings=None)
+    hook.before_pipeline_run(run_params={}, pipeline=None, catalog=catalog)
+    assert catalog["stage_timings"] == {}
+    node = _Node("a", expand_runs)
+    hook.before_node_run(node)
+    hook.after_node_run(node, catalog)
+    assert set(catalog["stage_timings"]) == {"runs"}
+    assert catalog["stage_timings"]["runs"] >= 0
+
+
+@pytest.mark.parametrize(("module", "stage"), [("facescan.pipelines.training.nodes", "training"), ("os", "other")])
+def test_stage_of(module: str, stage: str) -> None:
+    def f() -> None: ...
+
+    f.__module__ = module
+    assert _stage_of(_Node("n", f)) == stage
