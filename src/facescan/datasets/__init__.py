@@ -1,1 +1,4 @@
-"""facescan.datasets"""
+"""Custom Kedro datasets of facescan (``type: facescan.datasets.<Name>`` in the catalog)."""
+
+from facescan.datasets.image_cache import ImageCacheDataset as ImageCacheDataset
+from facescan.datasets.torch_checkpoint import TorchCheckpointDataset as TorchCheckpointDataset

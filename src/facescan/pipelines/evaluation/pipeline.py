@@ -1,7 +1,50 @@
-from kedro.pipeline import Pipeline
+"""The ``evaluation`` pipeline: the same two nodes under each run's namespace.
+
+Inputs per namespace ``ns``: ``{ns}.model`` (the latest version unless ``--load-versions`` says
+otherwise) and the shared ``test_cache`` / ``val_cache``; outputs ``{ns}.test_predictions``,
+``{ns}.metrics`` and ``{ns}.robustness``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
 
 from facescan.pipelines.runs import VariantRun
 
+from .nodes import evaluate_model, evaluate_robustness
+
+
+def bind(func: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+    """``functools.partial`` that keeps ``func``'s name and docs (Kedro and kedro-viz show them)."""
+    return functools.update_wrapper(functools.partial(func, **kwargs), func)
+
 
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
-    return Pipeline([])
+    """One evaluation sub-pipeline per run, namespaced by ``run.namespace``."""
+    pipelines = []
+    for run in runs:
+        base = Pipeline(
+            [
+                Node(
+                    bind(evaluate_model, variant=run.variant),
+                    inputs=["model", "test_cache", "val_cache", "params:evaluation"],
+                    outputs=["test_predictions", "metrics"],
+                    name="evaluate_model",
+                ),
+                Node(
+                    bind(evaluate_robustness, variant=run.variant),
+                    inputs=["model", "test_cache", "params:evaluation"],
+                    outputs="robustness",
+                    name="evaluate_robustness",
+                ),
+            ]
+        )
+        pipelines.append(
+            Pipeline(base, namespace=run.namespace, inputs={"test_cache", "val_cache"},
+                     parameters={"params:evaluation"})
+        )
+    return Pipeline(pipelines)

@@ -1,7 +1,41 @@
-from kedro.pipeline import Pipeline
+"""The ``predict`` pipeline: new images -> scores, per run (select one with ``--namespaces``).
+
+Everything runs inside the run's namespace, so ``--namespaces <variant>`` keeps a complete
+pipeline; it reads the latest ``{ns}.model`` from the catalog and never needs training to run.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from kedro.pipeline import Node, Pipeline
 
 from facescan.pipelines.runs import VariantRun
 
+from .nodes import make_submission, predict_images
+
 
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
-    return Pipeline([])
+    """One predict sub-pipeline per run, namespaced by ``run.namespace``."""
+    pipelines = []
+    for run in runs:
+        predict = functools.update_wrapper(
+            functools.partial(predict_images, variant=run.variant), predict_images)
+        base = Pipeline(
+            [
+                Node(
+                    predict,
+                    inputs=["model", "params:predict", "params:preprocess",
+                            "params:data.background"],
+                    outputs=["predictions", "predict_rejected"],
+                    name="predict_images",
+                ),
+                Node(make_submission, inputs="predictions", outputs="submission",
+                     name="make_submission"),
+            ]
+        )
+        pipelines.append(Pipeline(
+            base, namespace=run.namespace,
+            parameters={"params:predict", "params:preprocess", "params:data.background"},
+        ))
+    return Pipeline(pipelines)

@@ -1,7 +1,72 @@
-from kedro.pipeline import Pipeline
+"""The ``reporting`` pipeline: every run's evaluation outputs -> ablation table, plots, report.
+
+Not namespaced: it reads all runs of the configuration. Run alone
+(``kedro run --pipelines reporting``) it rebuilds the report from the saved evaluation outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+from kedro.pipeline import Node, Pipeline
 
 from facescan.pipelines.runs import VariantRun
 
+from .nodes import (
+    RUN_INPUTS,
+    build_ablation_table,
+    build_robustness_table,
+    gather_results,
+    plot_ablation,
+    render_ablation_report,
+)
+
 
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
-    return Pipeline([])
+    """Reporting over ``runs``; empty when there are none."""
+    if not runs:
+        return Pipeline([])
+    keys = tuple((r.namespace, r.variant, r.seed) for r in runs)
+    gather = functools.update_wrapper(functools.partial(gather_results, keys), gather_results)
+    with warnings.catch_warnings():
+        # The inputs are the runs' namespaced outputs ("<ns>.metrics"): the dots are Kedro's
+        # own namespacing, which its warning about dotted names does not expect here.
+        warnings.filterwarnings("ignore", message="One or more dataset names contain")
+        gather_node = Node(
+            gather,
+            inputs=[f"{r.namespace}.{kind}" for r in runs for kind in RUN_INPUTS],
+            outputs="ablation_results",
+            name="gather_results",
+        )
+    return Pipeline(
+        [
+            gather_node,
+            Node(
+                build_ablation_table,
+                inputs=["ablation_results", "params:ablation", "params:evaluation"],
+                outputs=["ablation_table", "ablation_table_md", "ablation_remarks"],
+                name="build_ablation_table",
+            ),
+            Node(
+                build_robustness_table,
+                inputs="ablation_results",
+                outputs="robustness_table",
+                name="build_robustness_table",
+            ),
+            Node(
+                plot_ablation,
+                inputs=["ablation_results", "ablation_table", "robustness_table"],
+                outputs=["ablation_plots", "ablation_figures"],
+                name="plot_ablation",
+            ),
+            Node(
+                render_ablation_report,
+                inputs=["ablation_results", "ablation_table", "ablation_remarks",
+                        "robustness_table", "ablation_figures", "split_manifest",
+                        "rejected_images", "stage_timings", "parameters"],
+                outputs="ablation_report",
+                name="render_ablation_report",
+            ),
+        ]
+    )

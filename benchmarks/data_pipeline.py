@@ -1,0 +1,356 @@
+"""Throughput and memory of the data pipelines; prints one JSON document.
+
+    python benchmarks/data_pipeline.py [--faces-a DIR] [--n-synthetic 5000] [--workdir DIR]
+
+Measured, each stage in a fresh subprocess so its peak resident memory (``ru_maxrss``) is its own:
+
+- ``ingestion`` (+ ``split``) and ``preprocess`` through Kedro's ``SequentialRunner`` on a temporary
+  copy of the project (the catalog's real datasets: parquet manifest, memory-mapped caches), on
+  ``../shared/data/faces-a`` (when present; at the demo's and the paper's cache sizes) and on
+  synthetic JPEGs made by :mod:`facescan.data.synthetic` (generation is not timed). Images/s is
+  images over the runner's wall time; ``rss_*_mb`` are the process's resident memory after
+  start-up (imports, Kedro context) and at its peak: with a streamed cache the peak should not grow
+  with the number of images.
+- loaders: training batches/s from the cache (:func:`facescan.data.loader.build_loader`) against a
+  naive ``torchvision.datasets.ImageFolder`` loader that decodes and resizes every JPEG every epoch
+  (same augmentation, same batch size), each over one full epoch after a warm-up epoch.
+
+Not a test: numbers depend on the machine; the JSON names its core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+FACES_A = REPO.parent / "shared" / "data" / "faces-a"
+LAYERS = (
+    "01_raw",
+    "02_intermediate",
+    "03_primary",
+    "04_feature",
+    "05_model_input",
+    "06_models",
+    "07_model_output",
+    "08_reporting",
+)
+
+
+def _rss_mb() -> float:
+    """Current resident memory of this process (Linux /proc), MiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _make_project(where: Path) -> Path:
+    """A throw-away copy of conf/ and pyproject.toml with empty data layers (as tests do)."""
+    project = where / "project"
+    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    (project / "src").mkdir()
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    for layer in LAYERS:
+        (project / "data" / layer).mkdir(parents=True)
+    return project
+
+
+def _manifest_without_ingestion(images: Path) -> Any:
+    """image_manifest built here when the ingestion pipeline has no nodes yet."""
+    import hashlib
+
+    import pandas as pd
+    from PIL import Image
+
+    rows = []
+    for label, sub in ((0, "real"), (1, "fake")):
+        for path in sorted((images / sub).iterdir()):
+            data = path.read_bytes()
+            with Image.open(path) as img:
+                rows.append(
+                    {
+                        "path": path.resolve().as_posix(),
+                        "label": label,
+                        "source": "folder",
+                        "width": img.width,
+                        "height": img.height,
+                        "format": img.format,
+                        "mode": img.mode,
+                        "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ stages (run in subprocesses)
+
+
+def stage_kedro(
+    project: Path, images: Path, cache_size: int, pipelines: list[str]
+) -> dict[str, Any]:
+    """Run ``pipelines`` one after the other with SequentialRunner; time each."""
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+    import logging
+
+    from kedro.framework.project import pipelines as registry
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+    from kedro.runner import SequentialRunner
+
+    logging.disable(logging.WARNING)  # keep per-node INFO logs out of the JSON output
+    bootstrap_project(project)
+    params = {
+        "data": {"source": {"type": "folder", "path": str(images)}},
+        "preprocess": {"cache_size": cache_size},
+    }
+    out: dict[str, Any] = {}
+    with KedroSession.create(project_path=project, env="base", runtime_params=params) as session:
+        catalog = session.load_context().catalog
+        out["rss_start_mb"] = round(_rss_mb(), 1)
+        for name in pipelines:
+            pipe = registry[name]
+            if not pipe.nodes:
+                out[name] = None  # pipeline not built yet
+                if name == "ingestion":
+                    catalog.save("image_manifest", _manifest_without_ingestion(images))
+                continue
+            start = time.perf_counter()
+            SequentialRunner().run(pipe, catalog)
+            seconds = time.perf_counter() - start
+            n = len(catalog.load("image_manifest"))
+            out[name] = {"seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
+        out["n_images"] = len(catalog.load("image_manifest"))
+        if "ingestion" in pipelines and catalog.exists("rejected_images"):
+            out["rejected"] = len(catalog.load("rejected_images"))
+    out["rss_peak_mb"] = round(_peak_rss_mb(), 1)
+    return out
+
+
+def stage_loader(project: Path, images: Path, input_size: int, batch_size: int) -> dict[str, Any]:
+    """Batches/s of the cached loader and of a naive decode-every-epoch ImageFolder loader."""
+    import torch
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    from facescan.data.cache import ImageCache
+    from facescan.data.loader import build_loader, default_num_workers
+    from facescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    cache = ImageCache.open(project / "data" / "05_model_input" / "train")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    def batches_per_s(loader: Any) -> float:
+        for _ in loader:  # warm-up: worker start, page cache
+            pass
+        start, count = time.perf_counter(), 0
+        for _ in loader:
+            count += 1
+        return round(count / (time.perf_counter() - start), 1)
+
+    # Same augmentation as train_transform, after decoding the file and bringing it to the cache
+    # size (what a loader without a cache has to do each epoch).
+    naive_tf = v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(cache.size, antialias=True),
+            v2.CenterCrop(cache.size),
+            v2.RandomResizedCrop(input_size, scale=(0.8, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        ]
+    )
+    # ImageFolder over the same training files (links, so the class folders are its classes).
+    folder = Path(tempfile.mkdtemp(prefix="imagefolder-"))
+    for i, (path, label) in enumerate(zip(cache.paths, cache.labels.tolist(), strict=True)):
+        sub = folder / str(label)
+        sub.mkdir(exist_ok=True)
+        (sub / f"{i:06d}{Path(path).suffix}").symlink_to(path)
+    naive_set = datasets.ImageFolder(str(folder), transform=naive_tf)
+
+    out: dict[str, Any] = {
+        "train_images": len(cache),
+        "batch_size": batch_size,
+        "input_size": input_size,
+        "cache_size": cache.size,
+    }
+    for workers in sorted({0, 1, default_num_workers()}):
+        cached = build_loader(
+            cache,
+            train=True,
+            input_size=input_size,
+            batch_size=batch_size,
+            num_workers=workers,
+            seed=0,
+        )
+        naive = torch.utils.data.DataLoader(
+            naive_set,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+            persistent_workers=workers > 0,
+        )
+        c, n = batches_per_s(cached), batches_per_s(naive)
+        out[f"workers_{workers}"] = {
+            "cached_batches_per_s": c,
+            "naive_imagefolder_batches_per_s": n,
+            "speedup": round(c / n, 2),
+        }
+    shutil.rmtree(folder)
+    out["rss_peak_mb"] = round(_peak_rss_mb(), 1)
+    return out
+
+
+def stage_scaling(project: Path, images: Path, n: int, cache_size: int) -> dict[str, Any]:
+    """Peak memory of decoding and writing ``n`` images (the files cycled) without Kedro."""
+    import functools
+
+    from facescan.data.cache import ImageStream, write_cache
+    from facescan.data.preprocess import stream_images
+
+    files = sorted(str(p) for p in images.glob("*/*.jpg"))
+    paths = [files[i % len(files)] for i in range(n)]
+    stream = ImageStream(
+        cache_size,
+        [0] * n,
+        paths,
+        functools.partial(stream_images, paths, cache_size, 1024, (255, 255, 255)),
+    )
+    rss_start = _rss_mb()
+    start = time.perf_counter()
+    write_cache(project / "scaling", stream)
+    seconds = time.perf_counter() - start
+    return {
+        "n_images": n,
+        "cache_mb": round(n * 3 * cache_size**2 / 2**20, 1),
+        "images_per_s": round(n / seconds, 1),
+        "rss_start_mb": round(rss_start, 1),
+        "rss_peak_mb": round(_peak_rss_mb(), 1),
+        "rss_growth_mb": round(_peak_rss_mb() - rss_start, 1),
+    }
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _sub(stage: str, **kwargs: Any) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--stage",
+        stage,
+        "--args",
+        json.dumps(kwargs, default=str),
+    ]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=kwargs.get("project"))
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"stage {stage} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _dataset(name: str, images: Path, cache_sizes: list[int], tmp: Path, loader: bool) -> dict:
+    result: dict[str, Any] = {"images": str(images)}
+    for i, size in enumerate(cache_sizes):
+        project = _make_project(tmp / f"{name}-{size}")
+        entry: dict[str, Any] = {}
+        if i == 0:
+            entry["ingestion_split"] = _sub(
+                "kedro",
+                project=project,
+                images=images,
+                cache_size=size,
+                pipelines=["ingestion", "split"],
+            )
+        else:  # same images: reuse the manifest and split of the first size
+            first = tmp / f"{name}-{cache_sizes[0]}" / "project" / "data"
+            for rel in ("02_intermediate", "03_primary"):
+                shutil.copytree(first / rel, project / "data" / rel, dirs_exist_ok=True)
+        entry["preprocess"] = _sub(
+            "kedro", project=project, images=images, cache_size=size, pipelines=["preprocess"]
+        )
+        if loader and i == 0:
+            entry["loader"] = _sub(
+                "loader", project=project, images=images, input_size=64, batch_size=32
+            )
+        result[f"cache_{size}"] = entry
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces-a", type=Path, default=FACES_A)
+    parser.add_argument("--n-synthetic", type=int, default=5000)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "facescan-bench",
+        help="keeps the generated synthetic images between runs",
+    )
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--args", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.stage:
+        kwargs = json.loads(ns.args)
+        kwargs["project"], kwargs["images"] = Path(kwargs["project"]), Path(kwargs["images"])
+        fn = {"kedro": stage_kedro, "loader": stage_loader, "scaling": stage_scaling}[ns.stage]
+        print(json.dumps(fn(**kwargs)))
+        return
+
+    import PIL
+    import torch
+
+    report: dict[str, Any] = {
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pillow": PIL.__version__,
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="facescan-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if (ns.faces_a / "real").is_dir():
+            report["faces_a"] = _dataset("faces_a", ns.faces_a, [72, 256], tmp, loader=True)
+        else:
+            report["faces_a"] = None
+        from facescan.data.synthetic import SyntheticSpec, generate_synthetic
+
+        spec = SyntheticSpec(n_images=ns.n_synthetic, seed=0, size=72, difficulty=0.5)
+        start = time.perf_counter()
+        synthetic = generate_synthetic(
+            ns.workdir / f"synthetic-{ns.n_synthetic}", spec, progress=False
+        )
+        generation_s = time.perf_counter() - start
+        report[f"synthetic_{ns.n_synthetic}"] = {
+            "generation_seconds": round(generation_s, 1),
+            **_dataset("synthetic", synthetic, [72], tmp, loader=False),
+        }
+        # Memory must not grow with the number of images: decode + write 1,000 vs 20,000.
+        report["cache_write_memory"] = [
+            _sub("scaling", project=tmp, images=synthetic, n=n, cache_size=72)
+            for n in (1_000, 20_000)
+        ]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Scoring images with a trained model: image caches (evaluation) and image files (prediction).
+
+Both paths use the same deterministic pixels: files go through
+:func:`facescan.data.preprocess.load_for_cache` (the one decode + resize + centre crop that built the
+caches) and then :func:`facescan.data.transforms.eval_transform`, so a file scored by ``predict``
+gets the score its cached copy gets in ``evaluation``. The forward pass is the training engine's
+:func:`facescan.training.engine.predict_logits`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from facescan.data.imaging import SUPPORTED_EXTENSIONS, ImageDecodeError
+from facescan.data.loader import build_loader, default_num_workers
+from facescan.data.preprocess import load_for_cache
+from facescan.data.transforms import eval_transform
+from facescan.training.checkpoint import model_from_checkpoint
+from facescan.training.engine import predict_logits
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ImageFileDataset",
+    "Scores",
+    "list_image_files",
+    "load_model",
+    "resolve_num_workers",
+    "score_cache",
+    "score_files",
+]
+
+
+@dataclass
+class Scores:
+    """Logits of a scored set.
+
+    Attributes:
+        logits: float32 (N, 2).
+        labels: int64 (N,) (``-1`` for unlabelled files).
+        seconds: wall time of the scoring pass (loading + forward).
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Measured throughput of the pass (images per second, loading included)."""
+        return len(self.labels) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def resolve_num_workers(value: int | str | None, name: str) -> int:
+    """``auto``/None -> :func:`facescan.data.loader.default_num_workers`; else a non-negative int.
+
+    Raises:
+        ValueError: naming the parameter ``name`` when the value is neither.
+    """
+    if value is None or value == "auto":
+        return default_num_workers()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be 'auto' or a non-negative integer, got {value!r}")
+    return value
+
+
+def check_batch_size(value: Any, name: str) -> int:
+    """Return ``value`` when it is a positive integer; else raise ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def load_model(
+    checkpoint: Mapping[str, Any],
+    *,
+    expected_variant: str | None,
+    device: torch.device,
+    channels_last: bool = False,
+) -> nn.Module:
+    """Rebuild a checkpoint's model in eval mode on ``device`` (channels-last when asked).
+
+    Raises:
+        ValueError: when the checkpoint is not facescan's or holds another variant.
+    """
+    model = model_from_checkpoint(checkpoint, expected_variant=expected_variant).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def score_cache(
+    model: nn.Module,
+    cache: Any,
+    *,
+    input_size: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_workers: int = 0,
+) -> Scores:
+    """Logits of every image of a cache (or a :class:`~facescan.evaluation.robustness.PerturbedImages`).
+
+    Args:
+        model: the classifier, already on ``device``.
+        cache: an :class:`facescan.data.cache.ImageCache` or a view with the same interface.
+        input_size: network input side (the checkpoint's).
+        batch_size: images per forward pass.
+        device: where the model is.
+        amp_dtype: autocast dtype or None.
+        channels_last: channels-last inputs.
+        num_workers: DataLoader workers.
+
+    Returns:
+        The logits in cache order, the labels, and the wall time of the pass.
+    """
+    loader = build_loader(cache, train=False, input_size=input_size, batch_size=batch_size,
+                          num_workers=num_workers)
+    start = time.perf_counter()
+    logits, labels = predict_logits(model, loader, device=device, amp_dtype=amp_dtype,
+                                    channels_last=channels_last)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if not np.array_equal(labels, np.asarray(cache.labels)):
+        raise RuntimeError("the loader returned images out of order")  # would mis-pair scores
+    return Scores(logits=logits, labels=labels, seconds=seconds)
+
+
+def list_image_files(input_path: str | Path | None, *, name: str = "predict.input_path") -> list[str]:
+    """The images to score: a folder (searched recursively) or a text file with one path a line.
+
+    In a list file, blank lines and lines starting with ``#`` are skipped and relative paths are
+    read against the list file's folder. Folders yield files with a supported extension
+    (case-insensitive), skipping hidden files and macOS ``._*`` resource forks, sorted.
+
+    Args:
+        input_path: the folder or list file.
+        name: the parameter to name in errors.
+
+    Returns:
+        Absolute posix paths, in a stable order, without duplicates.
+
+    Raises:
+        ValueError: when ``input_path`` is not set.
+        FileNotFoundError: naming ``name`` when the path does not exist, or it lists nothing.
+    """
+    if input_path is None or str(input_path).strip() == "":
+        raise ValueError(
+            f"{name} is not set: pass a folder of images or a text file listing them, e.g. "
+            f"--params {name}=/data/new_faces"
+        )
+    root = Path(input_path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"{name}: {root} does not exist (a folder or a list file)")
+    if root.is_dir():
+        files = sorted(
+            p.resolve().as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        what = f"no image files ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) under {root}"
+    else:
+        files = []
+        for line in root.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            p = Path(line).expanduser()
+            files.append((p if p.is_absolute() else root.parent / p).resolve().as_posix())
+        files = list(dict.fromkeys(files))  # keep the listed order, drop repeats
+        what = f"{root} lists no files"
+    if not files:
+        raise FileNotFoundError(f"{name}: {what}")
+    return files
+
+
+class ImageFileDataset(Dataset[tuple[torch.Tensor, int, str]]):
+    """Image files decoded exactly as the caches were, then the evaluation transform.
+
+    An unreadable file does not stop the run: its item carries a zero image and the reason, and
+    the scorer leaves it out.
+
+    Args:
+        paths: the files.
+        cache_size: the cache side the model was trained with (``preprocess.cache_size``).
+        max_size: the bound on the longer side (``preprocess.max_size``).
+        input_size: network input side.
+        background: RGB colour under transparent pixels (``data.background``).
+    """
+
+    def __init__(self, paths: Sequence[str], *, cache_size: int, max_size: int, input_size: int,
+                 background: Sequence[int] = (255, 255, 255)) -> None:
+        self.paths = list(paths)
+        self.cache_size = cache_size
+        self.max_size = max_size
+        self.input_size = input_size
+        self.background = tuple(int(c) for c in background)
+        self.transform = eval_transform(input_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        """Return ``(image (3, s, s) float32, index, reason)``; ``reason`` is "" when readable."""
+        path = self.paths[index]
+        try:
+            pixels = load_for_cache(path, self.cache_size, self.max_size, self.background)
+        except ImageDecodeError as err:
+            return self._blank(), index, err.reason
+        except FileNotFoundError:
+            return self._blank(), index, "missing file"
+        except OSError as err:  # e.g. permission denied, I/O error on a network disk
+            return self._blank(), index, f"unreadable file ({err.__class__.__name__})"
+        return self.transform(torch.from_numpy(pixels)), index, ""
+
+    def _blank(self) -> torch.Tensor:
+        return torch.zeros(3, self.input_size, self.input_size)
+
+
+def score_files(
+    model: nn.Module,
+    paths: Sequence[str],
+    *,
+    cache_size: int,
+    max_size: int,
+    input_size: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    num_workers: int = 0,
+    background: Sequence[int] = (255, 255, 255),
+    desc: str = "predict",
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Score image files in batches, skipping unreadable ones.
+
+    Files are decoded in DataLoader workers (``num_workers``) while the model runs; a tqdm bar
+    shows progress.
+
+    Returns:
+        ``(scored_paths, logits (M, 2), rejected)`` with ``rejected`` a list of ``(path, reason)``.
+    """
+    dataset = ImageFileDataset(paths, cache_size=cache_size, max_size=max_size,
+                               input_size=input_size, background=background)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    scored: list[str] = []
+    rejected: list[tuple[str, str]] = []
+
+    def readable() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, index, reasons in tqdm(loader, desc=desc, unit="batch"):
+            ok = torch.tensor([r == "" for r in reasons], dtype=torch.bool)
+            for i, r in zip(index.tolist(), reasons, strict=True):
+                if r:
+                    rejected.append((dataset.paths[i], r))
+            if ok.any():
+                scored.extend(dataset.paths[i] for i in index[ok].tolist())
+                # predict_logits wants (images, labels); these files have no label (-1).
+                yield images[ok], torch.full((int(ok.sum()),), -1, dtype=torch.int64)
+
+    logits, _ = predict_logits(model, readable(), device=device, amp_dtype=amp_dtype,
+                               channels_last=channels_last)
+    for path, reason in rejected:
+        logger.warning("skipped %s: %s", path, reason)
+    return scored, logits, rejected

@@ -1,0 +1,42 @@
+"""``create_model``: from a variant key or option dict to a ready FaceScanNet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from facescan.models.classifier import FaceScanNet
+from facescan.models.pretrained import load_resnet50_weights
+from facescan.models.variants import resolve_options
+
+
+def create_model(
+    name_or_options: str | Mapping[str, Any],
+    *,
+    custom_variants: Mapping[str, Mapping[str, Any]] | None = None,
+    **overrides: Any,
+) -> FaceScanNet:
+    """Build a variant, optionally initialised from local ImageNet weights.
+
+    Args:
+        name_or_options: a variant key (:func:`~facescan.models.list_variants` or
+            ``custom_variants``) or an option dict (optionally with ``base: <key>``).
+        custom_variants: user variants (``ablation.custom_variants``).
+        **overrides: options on top; None values are ignored (see
+            :func:`~facescan.models.resolve_options`).
+
+    Returns:
+        The model, with the resolved option dict in ``model.options``. To rebuild the architecture
+        from saved options without reading the weights file again, pass
+        ``{**options, "pretrained": None}``.
+
+    Raises:
+        ValueError: for unknown variants or bad options, or an unusable ``pretrained`` file.
+        FileNotFoundError: if ``pretrained`` names a missing file.
+    """
+    options = resolve_options(name_or_options, custom_variants, **overrides)
+    model = FaceScanNet(**{k: v for k, v in options.items() if k != "pretrained"})
+    if options["pretrained"] is not None:
+        load_resnet50_weights(model, options["pretrained"])
+    model.options = options
+    return model

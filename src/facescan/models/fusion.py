@@ -1,0 +1,43 @@
+"""The report's FeatureFusion of the four Cross Scan directions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FeatureFusion(nn.Module):
+    """Fuse per-direction features ``(B, 4, C)`` into ``(B, C)`` exactly as the report writes it.
+
+    1. flatten to ``(B, 4C)``; FC (4C -> 4C/r), ReLU, FC (4C/r -> 4C), sigmoid: weights ``(B, 4, C)``
+       (the report's ``SEBlock1D``, bias-free as in its code);
+    2. the direction whose weights have the largest channel mean is taken as is (unweighted);
+    3. the other three are multiplied by their weights;
+    4. the four are summed.
+
+    Args:
+        channels: ``C``.
+        directions: number of directions (4).
+        reduction: ``r``, the SE squeeze ratio.
+    """
+
+    def __init__(self, channels: int, directions: int = 4, reduction: int = 16) -> None:
+        super().__init__()
+        flat = channels * directions
+        if not 1 <= reduction <= flat:
+            raise ValueError(f"FeatureFusion reduction must be in 1..{flat}, got {reduction!r}")
+        self.directions = directions
+        self.se = nn.Sequential(
+            nn.Linear(flat, flat // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(flat // reduction, flat, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, 4, C) -> (B, C)
+        weights = self.se(x.flatten(1)).view_as(x)  # (B, 4, C)
+        best = weights.mean(dim=2).argmax(dim=1)  # (B,), first maximum on ties like torch.max
+        keep = F.one_hot(best, self.directions).unsqueeze(-1).bool()  # (B, 4, 1)
+        return torch.where(keep, x, weights * x).sum(dim=1)

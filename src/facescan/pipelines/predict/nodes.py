@@ -1,0 +1,111 @@
+"""Prediction nodes: score new image files with a run's latest checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from facescan.data.imaging import check_background
+from facescan.evaluation.config import PredictConfig
+from facescan.evaluation.metrics import p_fake_from_logits, predict_labels
+from facescan.evaluation.scoring import (
+    list_image_files,
+    load_model,
+    resolve_num_workers,
+    score_files,
+)
+from facescan.training.runtime import inference_settings
+
+logger = logging.getLogger(__name__)
+
+
+def predict_images(
+    checkpoint: dict[str, Any],
+    predict: dict[str, Any],
+    preprocess: dict[str, Any],
+    background: Sequence[int],
+    *,
+    variant: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every image under ``predict.input_path`` with a trained run.
+
+    Images are decoded, resized and centre-cropped exactly as the training caches were (at the
+    checkpoint's cache and input sizes), in batches with a progress bar. Unreadable files are
+    skipped and listed with the reason.
+
+    Args:
+        checkpoint: the run's ``{ns}.model`` (the latest version by default).
+        predict: ``predict`` parameters.
+        preprocess: ``preprocess`` parameters (``max_size``).
+        background: ``data.background``, the colour under transparent pixels.
+        variant: the run's variant key.
+
+    Returns:
+        ``{ns}.predictions`` (``path``, ``p_fake``, ``label``: 1 fake when
+        ``p_fake > predict.threshold``, else 0 real) sorted by path, and ``{ns}.predict_rejected``
+        (``path``, ``reason``).
+
+    Raises:
+        ValueError: naming ``predict.input_path`` when it is not set.
+        FileNotFoundError: naming ``predict.input_path`` when it does not exist or holds no image.
+    """
+    cfg = PredictConfig.from_params(predict)
+    paths = list_image_files(cfg.input_path, name="predict.input_path")
+    device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
+    model = load_model(checkpoint, expected_variant=variant, device=device,
+                       channels_last=channels_last)
+    logger.info("scoring %d files from %s with %s on %s", len(paths), cfg.input_path,
+                checkpoint.get("namespace", variant), device)
+    scored, logits, rejected = score_files(
+        model, paths,
+        cache_size=int(checkpoint["cache_size"]),
+        max_size=int(preprocess["max_size"]),
+        input_size=int(checkpoint["input_size"]),
+        batch_size=cfg.batch_size,
+        device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+        num_workers=resolve_num_workers(cfg.num_workers, "predict.num_workers"),
+        background=check_background(background, "data.background"),
+        desc=f"predict {checkpoint.get('namespace', variant)}",
+    )
+    p_fake = p_fake_from_logits(logits) if len(scored) else []
+    predictions = pd.DataFrame({
+        "path": scored,
+        "p_fake": p_fake,
+        "label": predict_labels(p_fake, cfg.threshold) if len(scored) else [],
+    }).astype({"path": str, "p_fake": float, "label": int})
+    rejected_df = pd.DataFrame(rejected, columns=["path", "reason"])
+    logger.info("%d scored (%d called fake at p_fake > %g), %d skipped", len(predictions),
+                int(predictions["label"].sum()), cfg.threshold, len(rejected_df))
+    return predictions.sort_values("path", ignore_index=True), rejected_df
+
+
+def make_submission(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The competition's submission: ``ImageID`` (file name without extension), ``Label`` (0/1).
+
+    Sorted by ID: numerically when every ID is an integer (``2`` before ``10``), else as text.
+    The catalog writes it without a header, like the competition's file.
+
+    Args:
+        predictions: ``{ns}.predictions``.
+
+    Returns:
+        ``{ns}.submission``.
+    """
+    ids = predictions["path"].map(lambda p: Path(p).stem)
+    submission = pd.DataFrame({"ImageID": ids, "Label": predictions["label"].astype(int)})
+    duplicated = submission["ImageID"][submission["ImageID"].duplicated(keep=False)]
+    if len(duplicated):
+        logger.warning(
+            "%d files share an ImageID with another file (e.g. %s): the submission lists each; "
+            "file names must be unique for a valid submission",
+            len(duplicated), sorted(set(duplicated))[:5],
+        )
+    numeric = pd.to_numeric(submission["ImageID"], errors="coerce")
+    if numeric.notna().all() and len(submission):
+        order = numeric.argsort(kind="stable")
+        return submission.iloc[order].reset_index(drop=True)
+    return submission.sort_values("ImageID", kind="stable", ignore_index=True)

@@ -1,0 +1,58 @@
+"""Training node: builds the run's objects from parameters and calls the engine (thin)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from facescan.data.cache import ImageCache
+from facescan.models import resolve_options
+from facescan.training import TrainConfig, fit
+from facescan.training.checkpoint import HISTORY_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+def train_model(
+    train_cache: ImageCache,
+    val_cache: ImageCache,
+    training: dict[str, Any],
+    model: dict[str, Any],
+    ablation: dict[str, Any],
+    preprocess: dict[str, Any],
+    *,
+    namespace: str,
+    variant: str,
+    seed: int | None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train one variant run (or reuse it when already trained) and return its best checkpoint.
+
+    Args:
+        train_cache: the training images.
+        val_cache: the validation images (early stopping and the best epoch).
+        training: ``params:training`` (validated by :class:`facescan.training.TrainConfig`).
+        model: ``params:model``: options applied to every variant (e.g. ``pretrained``, sizes).
+        ablation: ``params:ablation``: its ``custom_variants`` define user variants.
+        preprocess: ``params:preprocess``: ``input_size`` is the network input side.
+        namespace: the run's Kedro namespace (bound when the pipeline is built).
+        variant: the run's variant key (bound).
+        seed: the run's seed from ``ablation.seeds``; None = ``training.seed`` (bound).
+
+    Returns:
+        The checkpoint dict (``{ns}.model``) and the per-epoch history table (``{ns}.history``).
+
+    Raises:
+        ValueError: naming the parameter when the configuration is unusable.
+    """
+    config = TrainConfig.from_params(training)
+    options = resolve_options(variant, (ablation or {}).get("custom_variants") or {},
+                              **(model or {}))
+    if "input_size" not in (preprocess or {}):
+        raise ValueError("preprocess.input_size is not set (the side of the network input)")
+    checkpoint = fit(
+        namespace=namespace, variant=variant, model_options=options, train_cache=train_cache,
+        val_cache=val_cache, config=config, input_size=int(preprocess["input_size"]), seed=seed,
+    )
+    history = pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS))
+    return checkpoint, history

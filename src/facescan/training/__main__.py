@@ -1,0 +1,135 @@
+"""Train one variant outside ``kedro run``: the entry point for several nodes under torchrun.
+
+Run from the project root (the folder holding ``conf/`` and ``data/``), on every node, with the
+same configuration and the same caches (run ``kedro run --pipelines data`` once, on shared storage
+or on each node)::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint node0.example:29500 --rdzv-id aspp-run \\
+        -m facescan.training --variant aspp_crossscan_vit --env paper
+
+The configuration is read exactly as ``kedro run --env <env>`` reads it (Kedro's
+``OmegaConfigLoader`` with the project's settings: ``base`` + the environment, soft-merged, and
+``--params key=value`` overrides), and so are the caches (``train_cache`` / ``val_cache`` from the
+catalog). Rank 0 saves the best checkpoint and its history to the catalog's ``{ns}.model`` (a new
+version) and ``{ns}.history``, as the ``training`` pipeline would; ``--no-save`` skips that. Without
+torchrun the command trains on this machine alone (with ``training.distributed.nproc_per_node``
+workers), like ``kedro run --pipelines training --namespaces <ns>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger("facescan.training")
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["training.max_epochs=3", ...]`` -> nested dict; values read as YAML (numbers, lists)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        for item in _split_top_level(pair):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--params: expected key=value, got {item!r}")
+            node = nested
+            *parents, leaf = key.strip().split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value) if value.strip() else None
+    return nested
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``a=1,b=[1, 2]`` on commas outside brackets (Kedro's ``--params`` syntax)."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        items.append(current)
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m facescan.training``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m facescan.training",
+        description="Train one facescan variant (use under torchrun for several nodes).",
+    )
+    parser.add_argument("--variant", required=True, help="variant key (ablation.variants)")
+    parser.add_argument("--namespace", help="run namespace (default: the variant, or "
+                        "<variant>_seed<seed> when --seed is given)")
+    parser.add_argument("--seed", type=int, help="training seed (default: training.seed)")
+    parser.add_argument("--env", default=None, help="Kedro environment (e.g. paper)")
+    parser.add_argument("--conf-source", default="conf", help="configuration folder")
+    parser.add_argument("--params", action="append", default=[],
+                        help="overrides as in kedro run: key=value[,key=value] (repeatable)")
+    parser.add_argument("--no-save", action="store_true",
+                        help="do not save to the catalog (the best checkpoint stays in "
+                        "training.resume_dir/<namespace>/best.pt)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, load the configuration and caches, train, save on rank 0."""
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+    )
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+    import pandas as pd
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+    from kedro.io.core import generate_timestamp
+
+    from facescan.models import resolve_options
+    from facescan.training import TrainConfig, fit
+    from facescan.training.checkpoint import HISTORY_COLUMNS
+
+    conf_source = Path(args.conf_source)
+    if not conf_source.is_dir():
+        raise FileNotFoundError(
+            f"--conf-source: {conf_source.resolve()} is not a folder; run from the project root"
+        )
+    loader = OmegaConfigLoader(
+        str(conf_source), env=args.env, runtime_params=_parse_params(args.params),
+        base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"},
+    )
+    params = loader["parameters"]
+    catalog = DataCatalog.from_config(loader["catalog"], save_version=generate_timestamp())
+    namespace = args.namespace or (args.variant if args.seed is None
+                                   else f"{args.variant}_seed{args.seed}")
+    config = TrainConfig.from_params(params.get("training"))
+    options = resolve_options(args.variant,
+                              (params.get("ablation") or {}).get("custom_variants") or {},
+                              **(params.get("model") or {}))
+    checkpoint = fit(
+        namespace=namespace, variant=args.variant, model_options=options,
+        train_cache=catalog.load("train_cache"), val_cache=catalog.load("val_cache"),
+        config=config, input_size=int(params["preprocess"]["input_size"]), seed=args.seed,
+    )
+    if checkpoint is not None and not args.no_save:
+        catalog.save(f"{namespace}.model", checkpoint)
+        catalog.save(f"{namespace}.history", pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS)))
+        logger.info("Saved %s.model and %s.history", namespace, namespace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

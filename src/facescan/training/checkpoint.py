@@ -1,0 +1,160 @@
+"""The checkpoint contract, atomic writes, and loading a trained model back.
+
+A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(weights_only=True)``):
+
+=====================  =====================================================================
+``format``             ``"facescan.checkpoint/1"``
+``namespace``          the Kedro namespace of the run (``variant`` or ``variant_seedN``)
+``variant``            the variant key
+``seed``               the training seed
+``model_options``      the resolved options :func:`facescan.models.create_model` accepts
+``state_dict``         the best epoch's weights (CPU tensors)
+``config``             the resolved training configuration
+``history``            one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr,
+                       seconds, images_per_s
+``best_epoch``         1-based epoch of ``state_dict``; ``best_val_acc``, ``best_val_loss``
+``train_seconds``      wall time of all epochs (resumed runs included)
+``input_size``         the network input side; ``cache_size`` the cached image side
+``data_fingerprint``   hash of the train and val caches' content
+``provenance``         :func:`facescan.provenance.collect` of the training machine
+=====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "HISTORY_COLUMNS",
+    "atomic_torch_save",
+    "check_checkpoint",
+    "load_torch",
+    "model_from_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "facescan.checkpoint/1"
+
+#: The keys of each ``history`` entry, in table order (the ``{ns}.history`` columns).
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                   "images_per_s")
+
+_REQUIRED = ("variant", "model_options", "state_dict")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that never leaves a half-written file at ``path``.
+
+    Writes a temporary file in the same folder, fsyncs it, renames it over ``path`` (atomic on
+    POSIX and Windows), then fsyncs the folder so that the rename survives a power cut.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_torch(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain data only."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_checkpoint(ckpt: Any) -> Mapping[str, Any]:
+    """Check that ``ckpt`` is a facescan checkpoint dict.
+
+    Raises:
+        ValueError: saying what it is instead.
+    """
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(
+            f"not a facescan checkpoint: expected a dict with format {CHECKPOINT_FORMAT!r}, "
+            f"got {type(ckpt).__name__}"
+        )
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"not a facescan checkpoint: format is {ckpt.get('format')!r}, expected "
+            f"{CHECKPOINT_FORMAT!r} (a bare state dict or another program's file?)"
+        )
+    missing = [k for k in _REQUIRED if k not in ckpt]
+    if missing:
+        raise ValueError(f"facescan checkpoint is incomplete: missing {missing}")
+    return ckpt
+
+
+_STRUCTURE = ("se", "dilated", "aspp", "vit", "cross_scan")
+
+
+def _options_variant(options: Mapping[str, Any]) -> str:
+    """The built-in variant whose structure the options describe (sizes aside), for messages."""
+    from facescan.models import VARIANTS, resolve_options
+
+    for key in VARIANTS:
+        reference = resolve_options(key)
+        if all(options.get(k) == reference[k] for k in _STRUCTURE):
+            return key
+    return "custom: " + ", ".join(f"{k}={options.get(k)}" for k in _STRUCTURE)
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], expected_variant: str | None = None) -> nn.Module:
+    """Rebuild the trained model of a checkpoint, in eval mode, on the CPU.
+
+    Args:
+        ckpt: a checkpoint dict (as loaded by ``TorchCheckpointDataset``).
+        expected_variant: the variant the caller means to load (e.g. its namespace's); a
+            checkpoint of another variant is refused.
+
+    Returns:
+        The model with the checkpoint's weights, in eval mode.
+
+    Raises:
+        ValueError: when ``ckpt`` is not a facescan checkpoint, belongs to another variant than
+            ``expected_variant``, or its weights do not fit its model options.
+    """
+    from facescan.models import create_model
+
+    check_checkpoint(ckpt)
+    variant = ckpt["variant"]
+    if expected_variant is not None and expected_variant != variant:
+        raise ValueError(
+            f"a checkpoint from another variant: it holds {variant!r}, expected "
+            f"{expected_variant!r}"
+        )
+    options = dict(ckpt["model_options"])
+    # The trained weights replace any initialisation: do not read an ImageNet file that may not
+    # exist on this machine.
+    if options.get("pretrained") is not None:
+        options["pretrained"] = None
+    model = create_model(options)
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(
+            f"a checkpoint from another variant: its weights (variant {variant!r}) do not fit "
+            f"the model its options build ({_options_variant(options)!r}): "
+            f"{first[1].strip() if len(first) > 1 else first[0]}"
+        ) from exc
+    return model.eval()

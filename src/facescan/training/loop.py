@@ -1,0 +1,464 @@
+"""The training loop one worker (rank) runs: the report's recipe, resume, early stopping, logs.
+
+Recipe (conf/base/parameters_training.yml): cross-entropy with optional class weights, AdamW,
+CosineAnnealingLR stepped once per epoch, early stopping on validation accuracy, and the best
+epoch kept by validation accuracy (ties: lower validation loss).
+
+Reproducibility: the model is initialised from ``seed``; every epoch then re-seeds torch, NumPy,
+``random``, the shuffling sampler and the loader's generator from ``(seed, epoch, rank)``. An
+epoch's randomness (order, augmentation, dropout) therefore does not depend on what ran before it
+in this process, so a run resumed after a kill replays exactly what the uninterrupted run would
+have done, on any rank, without saving per-rank RNG states.
+
+Distributed: every rank builds the same model from the same seed, DDP averages gradients,
+metrics are all-reduced, the early-stop decision is rank 0's (broadcast), only rank 0 writes.
+Before each evaluation rank 0's BatchNorm statistics are broadcast, so the evaluated model is
+exactly the one rank 0 saves; at the end every rank's weights are hashed and compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from facescan.data.loader import build_loader, default_num_workers
+from facescan.training import runtime
+from facescan.training.checkpoint import CHECKPOINT_FORMAT
+from facescan.training.distributed import (
+    DistEnv,
+    broadcast_flag,
+    broadcast_object,
+    dist_env,
+    init_process_group,
+    under_torchrun,
+)
+from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
+from facescan.training.fit import RunSpec
+from facescan.training.run_files import RunFiles
+
+__all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the variant, epoch and kept checkpoint."""
+
+
+def class_weight_tensor(
+    setting: str | Sequence[float] | None, labels: np.ndarray, num_classes: int
+) -> torch.Tensor | None:
+    """Cross-entropy class weights from ``training.class_weights``.
+
+    Args:
+        setting: None (all 1), ``"balanced"`` (``n / (classes * count_c)`` from the train
+            labels, scikit-learn's formula) or one weight per class.
+        labels: the training labels.
+        num_classes: the model's number of classes.
+
+    Returns:
+        A float32 tensor of ``num_classes`` weights, or None for unweighted.
+
+    Raises:
+        ValueError: naming ``training.class_weights`` for a list of the wrong length, or
+            ``balanced`` with a class absent from the training split.
+    """
+    if setting is None:
+        return None
+    if setting == "balanced":
+        present = set(np.unique(labels).tolist())
+        missing = [c for c in range(num_classes) if c not in present]
+        if missing:
+            raise ValueError(
+                f"training.class_weights: 'balanced' needs every class in the training split; "
+                f"class(es) {missing} have no image"
+            )
+        # Imported here: scikit-learn costs seconds to import in every spawned DDP worker.
+        from sklearn.utils.class_weight import compute_class_weight
+
+        weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels)
+        return torch.tensor(weights, dtype=torch.float32)
+    if len(setting) != num_classes:
+        raise ValueError(
+            f"training.class_weights: {len(setting)} weights given for {num_classes} classes"
+        )
+    return torch.tensor(list(setting), dtype=torch.float32)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """A well-mixed 63-bit seed for one epoch of one rank."""
+    words = np.random.SeedSequence([seed, epoch, rank]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _cpu_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+
+
+def _state_hash(net: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _setup_worker_logging(env: DistEnv) -> None:
+    """Spawned workers inherit no logging configuration: rank 0 logs INFO to stderr, others warn."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    root.addHandler(handler)
+    logging.getLogger("facescan").setLevel(logging.INFO if env.primary else logging.WARNING)
+
+
+def run_worker(spec: RunSpec) -> None:
+    """Train ``spec`` as this process's rank (the whole job when it is the only process).
+
+    Called in-process for one worker, by the elastic launcher in each spawned worker, or by the
+    standalone entry point under torchrun.
+
+    Raises:
+        ValueError: naming the parameter when the configuration cannot run here.
+        TrainingDivergedError: when the loss becomes NaN or infinite.
+    """
+    env = dist_env()
+    config = spec.config
+    if under_torchrun():
+        _setup_worker_logging(env)
+    local_rank = env.local_rank if under_torchrun() else None
+    device = runtime.select_device(config.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if config.batch_size % env.world_size:
+        raise ValueError(
+            f"training.batch_size ({config.batch_size}) is the global batch and must split "
+            f"evenly across the {env.world_size} DDP workers (training.distributed.nproc_per_node"
+            f" x nodes); use a multiple of {env.world_size}"
+        )
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(runtime.threads_per_rank(config.threads, env.local_world_size))
+    distributed = env.world_size > 1
+    if distributed:
+        backend = runtime.resolve_backend(config.distributed.backend, device)
+        init_process_group(backend, config.distributed.timeout_s, device)
+    try:
+        _Trainer(spec, env, device).run()
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+        torch.set_num_threads(threads_before)
+
+
+class _Trainer:
+    """One rank's training run; state lives here so that ``run`` reads as the recipe."""
+
+    def __init__(self, spec: RunSpec, env: DistEnv, device: torch.device) -> None:
+        self.spec = spec
+        self.cfg = spec.config
+        self.env = env
+        self.device = device
+        self.files = RunFiles(spec.run_dir)
+        self.name = (spec.variant if spec.namespace == spec.variant
+                     else f"{spec.variant} ({spec.namespace})")
+
+    # -- decisions ---------------------------------------------------------------------------
+    def _decide(self) -> dict[str, Any]:
+        """Rank 0 reads the run folder: skip, resume from a state, or start fresh."""
+        files, fp = self.files, self.spec.fingerprint
+        if self.cfg.force:
+            files.clear()
+            return {"skip": False, "state": None}
+        if files.finished(fp) is not None:
+            logger.info("Skipping %s: already trained with the same configuration and data (%s)",
+                        self.name, files.best)
+            return {"skip": True, "state": None}
+        state = files.resume_state(fp)
+        if state is None:
+            files.clear()  # a stale best.pt must not survive into a fresh run
+        return {"skip": False, "state": state}
+
+    # -- run ---------------------------------------------------------------------------------
+    def run(self) -> None:  # noqa: C901 (the recipe reads best in one place)
+        spec, cfg, env, device = self.spec, self.cfg, self.env, self.device
+        decision = broadcast_object(self._decide() if env.primary else None)
+        if decision["skip"]:
+            return
+        state: dict[str, Any] | None = decision["state"]
+
+        from facescan.models import count_parameters, create_model
+
+        precision = runtime.resolve_precision(cfg.amp, device)
+        channels_last = runtime.resolve_channels_last(cfg.channels_last, precision)
+        _seed_everything(spec.seed)  # same initial weights on every rank
+        net = create_model(spec.model_options)
+        net.to(device=device, memory_format=torch.channels_last if channels_last
+               else torch.preserve_format)
+        if state is not None:
+            net.load_state_dict(state["model"])
+        model = runtime.compile_model(net, cfg.compile)
+        if env.world_size > 1:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        num_classes = int(spec.model_options.get("num_classes", 2))
+        weight = class_weight_tensor(cfg.class_weights, spec.train_cache.labels, num_classes)
+        criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
+        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min
+        )
+        scaler = torch.amp.GradScaler(device.type) if precision.use_scaler else None
+
+        history: list[dict[str, float]] = []
+        best_epoch, best_acc, best_loss = 0, -math.inf, math.inf
+        bad_epochs, train_seconds, last_saved = 0, 0.0, 0
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            history = list(state["history"])
+            best_epoch, best_acc, best_loss = (state["best_epoch"], state["best_val_acc"],
+                                               state["best_val_loss"])
+            bad_epochs, train_seconds = state["bad_epochs"], state["train_seconds"]
+            last_saved = state["epoch"]
+        start_epoch = len(history) + 1
+
+        per_rank = cfg.batch_size // env.world_size
+        workers = (default_num_workers(env.local_world_size) if cfg.num_workers == "auto"
+                   else int(cfg.num_workers))
+        sampler = DistributedSampler(
+            spec.train_cache,  # type: ignore[arg-type]  (only its length is used)
+            num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=spec.seed,
+        )
+        train_loader = build_loader(
+            spec.train_cache, train=True, input_size=spec.input_size, batch_size=per_rank,
+            num_workers=workers, sampler=sampler, seed=spec.seed,
+            # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
+            persistent_workers=False,
+        )
+        # Validation shards without padding (a DistributedSampler would repeat images).
+        val_shard = (list(range(env.rank, len(spec.val_cache), env.world_size))
+                     if env.world_size > 1 else None)
+        val_loader = build_loader(
+            spec.val_cache, train=False, input_size=spec.input_size, batch_size=per_rank,
+            num_workers=workers, sampler=val_shard, seed=spec.seed, persistent_workers=False,
+        )
+
+        writer = self._tensorboard(start_epoch) if env.primary else None
+        if env.primary:
+            if state is not None:
+                logger.info("Resuming %s from epoch %d (%s)", self.name, start_epoch,
+                            self.files.last)
+            logger.info(
+                "Training %s: seed %d, up to %d epochs (patience %s), %d worker(s) on %s, %s%s%s,"
+                " batch %d (%d per worker), %d train / %d val images at %d px, %.2f M parameters,"
+                " AdamW lr %g wd %g, cosine T_max %d",
+                self.name, spec.seed, cfg.max_epochs, cfg.patience, env.world_size, device,
+                precision.name, ", channels_last" if channels_last else "",
+                ", compiled" if cfg.compile else "", cfg.batch_size, per_rank,
+                len(spec.train_cache), len(spec.val_cache), spec.input_size,
+                count_parameters(net) / 1e6, cfg.lr, cfg.weight_decay, cfg.t_max,
+            )
+
+        # A run killed after its early stop was saved but before it was marked done must not
+        # train on.
+        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
+        last_epoch = start_epoch - 1 if stopped_early else cfg.max_epochs
+        try:
+            for epoch in range(start_epoch, last_epoch + 1):
+                epoch_start = time.perf_counter()
+                seed = _epoch_seed(spec.seed, epoch, env.rank)
+                _seed_everything(seed)
+                train_loader.generator.manual_seed(seed)
+                sampler.set_epoch(epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                try:
+                    train = train_one_epoch(
+                        model, criterion, train_loader, optimizer, device=device,
+                        amp_dtype=precision.dtype, scaler=scaler, channels_last=channels_last,
+                        progress=f"{spec.namespace} {epoch}/{cfg.max_epochs}"
+                        if env.primary else None,
+                    )
+                except NonFiniteLossError as exc:
+                    kept = (f"the last good checkpoint (epoch {last_saved}) is kept in "
+                            f"{self.files.folder}" if last_saved else
+                            "no epoch finished, so there is no checkpoint to keep")
+                    raise TrainingDivergedError(
+                        f"training of variant {spec.variant!r} (namespace {spec.namespace!r}) "
+                        f"diverged at epoch {epoch}, step {exc.step}: the loss is {exc.value}; "
+                        f"{kept}. Lower training.lr, set training.amp: off, or check the data."
+                    ) from exc
+                if cfg.compile and epoch == start_epoch and env.primary:
+                    logger.info("torch.compile: the first step took %.1f s (compilation included)",
+                                train["first_step_seconds"])
+                if env.world_size > 1:
+                    for buffer in net.buffers():  # evaluate (and save) rank 0's BN statistics
+                        dist.broadcast(buffer, src=0)
+                val = evaluate(model, criterion, val_loader, device=device,
+                               amp_dtype=precision.dtype, channels_last=channels_last)
+                scheduler.step()
+                seconds = time.perf_counter() - epoch_start
+                train_seconds += seconds
+                history.append({
+                    "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
+                    "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                    "seconds": seconds, "images_per_s": train["images_per_s"],
+                })
+                improved = val["acc"] > best_acc or (val["acc"] == best_acc
+                                                     and val["loss"] < best_loss)
+                if improved:
+                    best_epoch, best_acc, best_loss, bad_epochs = epoch, val["acc"], val["loss"], 0
+                    if env.primary:
+                        self.files.save_best(self._checkpoint(
+                            net, history, best_epoch, best_acc, best_loss, train_seconds))
+                else:
+                    bad_epochs += 1
+                stop = broadcast_flag(cfg.patience is not None and bad_epochs >= cfg.patience,
+                                      device)
+                if env.primary:
+                    self._log_epoch(writer, history[-1], best_epoch, best_acc)
+                    if epoch % cfg.checkpoint_every == 0 or stop or epoch == cfg.max_epochs:
+                        self.files.save_resume({
+                            "fingerprint": spec.fingerprint, "epoch": epoch,
+                            "model": _cpu_state_dict(net),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict() if scaler is not None else None,
+                            "history": history, "best_epoch": best_epoch,
+                            "best_val_acc": best_acc, "best_val_loss": best_loss,
+                            "bad_epochs": bad_epochs, "train_seconds": train_seconds,
+                        })
+                        last_saved = epoch
+                if stop:
+                    stopped_early = True
+                    if env.primary:
+                        logger.info(
+                            "Early stop of %s at epoch %d: validation accuracy did not improve for"
+                            " %d epochs (training.patience); best %.4f at epoch %d",
+                            self.name, epoch, bad_epochs, best_acc, best_epoch,
+                        )
+                    break
+            self._finish(net, history, best_epoch, best_acc, best_loss, train_seconds,
+                         stopped_early, precision, channels_last)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _checkpoint(self, net: nn.Module, history: list[dict[str, float]], best_epoch: int,
+                    best_acc: float, best_loss: float, train_seconds: float) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "namespace": spec.namespace,
+            "variant": spec.variant,
+            "seed": spec.seed,
+            "model_options": spec.model_options,
+            "state_dict": _cpu_state_dict(net),
+            "config": {**self.cfg.to_dict(), "seed": spec.seed},
+            "history": list(history),
+            "best_epoch": best_epoch,
+            "best_val_acc": best_acc,
+            "best_val_loss": best_loss,
+            "train_seconds": train_seconds,
+            "input_size": spec.input_size,
+            "cache_size": spec.train_cache.size,
+            "data_fingerprint": spec.data_fingerprint,
+            "run_fingerprint": spec.fingerprint,
+            "provenance": spec.provenance,
+        }
+
+    def _finish(self, net: nn.Module, history: list[dict[str, float]], best_epoch: int,
+                best_acc: float, best_loss: float, train_seconds: float, stopped_early: bool,
+                precision: runtime.Precision, channels_last: bool) -> None:
+        """Check the ranks agree, complete best.pt with the whole history, mark the run done."""
+        env = self.env
+        digest = _state_hash(net)
+        digests = [digest]
+        if env.world_size > 1:
+            digests = [None] * env.world_size
+            dist.all_gather_object(digests, digest)
+            if len(set(digests)) != 1:
+                raise RuntimeError(
+                    f"DDP ranks of {self.name} ended with different weights ({digests}): "
+                    "a synchronisation bug; the run is not marked done"
+                )
+        if not env.primary:
+            return
+        best = self.files.load_best()
+        best.update(
+            history=list(history), train_seconds=train_seconds,
+            provenance={
+                **self.spec.provenance,
+                "runtime": {
+                    "device": str(self.device), "precision": precision.name,
+                    "channels_last": channels_last, "compile": self.cfg.compile,
+                    "world_size": env.world_size, "stopped_early": stopped_early,
+                    "epochs_run": len(history),
+                    "rank_state_sha256": digests,
+                },
+            },
+        )
+        self.files.save_best(best)
+        self.files.mark_done(self.spec.fingerprint, {
+            "namespace": self.spec.namespace, "best_epoch": best_epoch,
+            "best_val_acc": best_acc, "best_val_loss": best_loss, "epochs_run": len(history),
+        })
+        logger.info(
+            "Finished %s: best val acc %.4f (loss %.4f) at epoch %d of %d, %.1f s of training",
+            self.name, best_acc, best_loss, best_epoch, len(history), train_seconds,
+        )
+
+    def _tensorboard(self, start_epoch: int) -> Any:
+        if self.cfg.tensorboard_dir is None:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = Path(self.cfg.tensorboard_dir) / self.spec.namespace
+        if start_epoch == 1:  # a fresh run: curves of an earlier run would mix with its own
+            for old in folder.glob("events.out.tfevents.*"):
+                old.unlink()
+        # On resume, purge_step drops events logged after the resumed epoch by the killed run.
+        return SummaryWriter(str(folder), purge_step=start_epoch if start_epoch > 1 else None)
+
+    def _log_epoch(self, writer: Any, record: dict[str, float], best_epoch: int,
+                   best_acc: float) -> None:
+        epoch = int(record["epoch"])
+        logger.info(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
+            "%.1f s, %.0f img/s | best %.4f at epoch %d",
+            self.name, epoch, self.cfg.max_epochs, record["train_loss"], record["train_acc"],
+            record["val_loss"], record["val_acc"], record["lr"], record["seconds"],
+            record["images_per_s"], best_acc, best_epoch,
+        )
+        if writer is None:
+            return
+        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"),
+                         ("acc/train", "train_acc"), ("acc/val", "val_acc"), ("lr", "lr"),
+                         ("time/epoch_seconds", "seconds"),
+                         ("throughput/images_per_s", "images_per_s")):
+            writer.add_scalar(tag, record[key], epoch)
+        writer.flush()

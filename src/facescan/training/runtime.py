@@ -1,0 +1,232 @@
+"""Where and how the model runs: device, mixed precision, memory format, threads, compilation.
+
+Every choice has an ``auto`` that reads the machine, so the same configuration runs on a 2-core
+laptop and on a GPU node, and an explicit value that is honoured or refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved mixed-precision choice.
+
+    Attributes:
+        dtype: the autocast dtype (``torch.bfloat16``/``torch.float16``), or None for float32.
+        use_scaler: whether a ``GradScaler`` is needed (fp16 only: bf16 has float32's range).
+    """
+
+    dtype: torch.dtype | None
+    use_scaler: bool
+
+    @property
+    def name(self) -> str:
+        """``bf16``, ``fp16`` or ``fp32``."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (affinity and cgroup masks respected where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), so autocast pays off.
+
+    Without them, CPU bf16 is emulated and slower than float32.
+    """
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    with contextlib.suppress(Exception):
+        if probe is not None and amx is not None:
+            return bool(probe() or amx())
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text().split()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def gpu_count() -> int:
+    """Number of CUDA GPUs visible to this process (honours ``CUDA_VISIBLE_DEVICES``)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def select_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The device for this process.
+
+    Args:
+        requested: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``.
+        local_rank: the worker's rank on its node, which picks its GPU; None = the current GPU.
+
+    Returns:
+        ``cpu`` or ``cuda:<index>``.
+
+    Raises:
+        ValueError: for an unknown value, or ``cuda`` on a machine where torch sees no GPU.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"training.device: expected auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "training.device is 'cuda' but torch sees no CUDA GPU on this machine "
+            "(torch.cuda.is_available() is False): set training.device to auto or cpu, "
+            "or install a CUDA build of torch and check CUDA_VISIBLE_DEVICES."
+        )
+    index = local_rank if local_rank is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"training.distributed.nproc_per_node: worker {index} has no GPU of its own "
+            f"({torch.cuda.device_count()} visible); use at most one worker per GPU"
+        )
+    return torch.device("cuda", index)
+
+
+def resolve_precision(amp: str, device: torch.device) -> Precision:
+    """Resolve ``training.amp`` for a device.
+
+    ``auto`` means bf16 where the hardware computes it (GPUs with bf16, CPUs with AVX512-BF16 or
+    AMX), fp16 with a ``GradScaler`` on GPUs without bf16, and float32 elsewhere.
+
+    Args:
+        amp: ``auto`` | ``bf16`` | ``fp16`` | ``off``.
+        device: where the model runs.
+
+    Returns:
+        The autocast dtype and whether a ``GradScaler`` is needed.
+
+    Raises:
+        ValueError: for an unknown value, or fp16 on a CPU.
+    """
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"training.amp: expected auto, bf16, fp16 or off, got {amp!r}")
+    if amp == "off":
+        return Precision(None, False)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if amp == "bf16" and not bf16:
+            raise ValueError(
+                f"training.amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
+                "use fp16 (with a GradScaler) or auto"
+            )
+        if amp == "fp16" or (amp == "auto" and not bf16):
+            return Precision(torch.float16, True)
+        return Precision(torch.bfloat16, False)
+    if amp == "fp16":
+        raise ValueError("training.amp: fp16 needs a CUDA GPU; on a CPU use bf16, auto or off")
+    if amp == "bf16":
+        if not cpu_supports_bf16():
+            logger.warning("training.amp: bf16 requested on a CPU without native bf16 (slow)")
+        return Precision(torch.bfloat16, False)
+    return Precision(torch.bfloat16, False) if cpu_supports_bf16() else Precision(None, False)
+
+
+def resolve_channels_last(setting: bool | str, precision: Precision) -> bool:
+    """``channels_last``: ``auto`` turns it on where autocast is on (where tensor cores/oneDNN gain)."""
+    if setting == "auto":
+        return precision.dtype is not None
+    if not isinstance(setting, bool):
+        raise ValueError(f'training.channels_last: expected "auto", true or false, got {setting!r}')
+    return setting
+
+
+def threads_per_rank(setting: int | str, ranks: int) -> int:
+    """Intra-op threads for one worker: ``auto`` = cores // ranks, so ranks never oversubscribe."""
+    if setting == "auto":
+        return max(1, cpu_count() // max(1, ranks))
+    return int(setting)
+
+
+def workers_per_rank(setting: int | str, ranks: int, device: torch.device) -> int:
+    """DataLoader worker processes for one rank.
+
+    ``auto``: none on a machine with two cores or fewer (decoding is already done: a batch is a
+    memmap slice plus tensor augmentations, and worker processes would steal the cores the model
+    needs); otherwise what the cores leave after one per rank, capped at 8 per rank.
+    """
+    if setting != "auto":
+        return int(setting)
+    spare = cpu_count() - max(1, ranks)
+    if cpu_count() <= 2 or spare <= 0:
+        return 0
+    per_rank = spare // max(1, ranks)
+    return max(0, min(8, per_rank if device.type == "cuda" else per_rank // 2))
+
+
+def resolve_nproc(setting: int | str, device: torch.device) -> int:
+    """Workers on this node: ``auto`` = one per GPU, one on CPU."""
+    if setting == "auto":
+        return max(1, gpu_count()) if device.type == "cuda" else 1
+    if device.type == "cuda" and int(setting) > gpu_count():
+        raise ValueError(
+            f"training.distributed.nproc_per_node: {setting} workers asked for but only "
+            f"{gpu_count()} GPU(s) are visible; use at most one worker per GPU"
+        )
+    return int(setting)
+
+
+def resolve_backend(setting: str, device: torch.device) -> str:
+    """The process-group backend: ``auto`` = nccl on GPU, gloo on CPU."""
+    if setting == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if setting == "nccl" and device.type != "cuda":
+        raise ValueError("training.distributed.backend: nccl needs GPUs; use gloo or auto on a CPU")
+    return setting
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the device, or a no-op context for float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap ``model`` in ``torch.compile`` when enabled.
+
+    Compilation is lazy (it happens on the first forward); the engine logs how long the first step
+    took so that its cost is visible.
+    """
+    if not enabled:
+        return model
+    start = time.perf_counter()
+    compiled = torch.compile(model)
+    logger.info("torch.compile wrapped the model in %.1f s (graphs compile on the first step)",
+                time.perf_counter() - start)
+    return compiled
+
+
+def inference_settings(
+    device: str = "auto", amp: str = "auto"
+) -> tuple[torch.device, torch.dtype | None, bool]:
+    """Device, autocast dtype and memory format for scoring (evaluation, prediction).
+
+    Args:
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        amp: ``auto`` | ``bf16`` | ``fp16`` | ``off``.
+
+    Returns:
+        ``(device, amp_dtype or None, channels_last)``.
+    """
+    dev = select_device(device)
+    precision = resolve_precision(amp, dev)
+    return dev, precision.dtype, resolve_channels_last("auto", precision)
+

@@ -1,0 +1,121 @@
+"""Bootstrap, McNemar and Holm on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from facescan.evaluation.stats import (
+    _resampled_acc_auc,
+    bootstrap_ci,
+    bootstrap_difference_ci,
+    bootstrap_indices,
+    comparison_remark,
+    holm_adjust,
+    mcnemar_exact,
+    mean_std,
+)
+
+
+def test_mcnemar_ten_discordant_pairs_all_one_way() -> None:
+    labels = np.ones(30, dtype=int)
+    a = np.ones(30, dtype=int)  # a is always right
+    b = a.copy()
+    b[:10] = 0  # b is wrong on 10 images a gets right, and never right where a is wrong
+    result = mcnemar_exact(labels, a, b)
+    assert (result.only_a, result.only_b) == (10, 0)
+    assert result.p_value == pytest.approx(2 * 0.5**10)  # two-sided exact binomial
+
+
+def test_mcnemar_balanced_or_no_discordance_is_not_significant() -> None:
+    labels = np.array([0, 1] * 10)
+    a = labels.copy()
+    b = labels.copy()
+    a[:5] = 1 - a[:5]  # a wrong on 0..4
+    b[5:10] = 1 - b[5:10]  # b wrong on 5..9
+    assert mcnemar_exact(labels, a, b).p_value == pytest.approx(1.0)
+    assert mcnemar_exact(labels, labels, labels).p_value == 1.0
+
+
+def test_bootstrap_indices_are_seeded_and_shared_between_calls() -> None:
+    first = np.concatenate(list(bootstrap_indices(50, 250, seed=3)))
+    again = np.concatenate(list(bootstrap_indices(50, 250, seed=3)))
+    other = np.concatenate(list(bootstrap_indices(50, 250, seed=4)))
+    assert first.shape == (250, 50) and first.min() >= 0 and first.max() < 50
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # More resamples extend the same sequence: the first 250 do not change.
+    longer = np.concatenate(list(bootstrap_indices(50, 400, seed=3)))
+    np.testing.assert_array_equal(longer[:250], first)
+
+
+def test_vectorised_auc_equals_sklearn_on_every_resample_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    scores = np.round(rng.random(40) + 0.3 * labels, 1)  # rounding makes ties
+    pred = (scores > 0.5).astype(int)
+    idx = next(bootstrap_indices(40, 30, seed=1))
+    acc, auc = _resampled_acc_auc(labels, scores, pred, idx)
+    for row, (a, u) in zip(idx, zip(acc, auc, strict=True), strict=True):
+        assert a == pytest.approx((pred[row] == labels[row]).mean())
+        assert u == pytest.approx(roc_auc_score(labels[row], scores[row]))
+
+
+def test_perfect_classifier_has_degenerate_intervals() -> None:
+    labels = np.array([0, 1] * 20)
+    ci = bootstrap_ci(labels, labels.astype(float), labels, n_resamples=200, seed=0)
+    assert ci == {"acc_ci_low": 1.0, "acc_ci_high": 1.0, "auc_ci_low": 1.0, "auc_ci_high": 1.0}
+
+
+def test_accuracy_interval_matches_the_normal_approximation() -> None:
+    n, acc = 2000, 0.8
+    labels = np.zeros(n, dtype=int)
+    pred = np.zeros(n, dtype=int)
+    pred[: int(n * (1 - acc))] = 1  # 20% wrong
+    ci = bootstrap_ci(labels, np.linspace(0, 1, n), pred, n_resamples=1000, seed=0)
+    half = 1.96 * math.sqrt(acc * (1 - acc) / n)  # 0.0175
+    assert ci["acc_ci_low"] == pytest.approx(acc - half, abs=0.004)
+    assert ci["acc_ci_high"] == pytest.approx(acc + half, abs=0.004)
+    assert math.isnan(ci["auc_ci_low"])  # one class only: no AUC, no crash
+
+
+def test_difference_interval_is_paired() -> None:
+    labels = np.array([0, 1] * 50)
+    same = bootstrap_difference_ci(labels, labels, labels, n_resamples=100)
+    assert same == (0.0, 0.0, 0.0)
+    better = labels.copy()
+    worse = labels.copy()
+    worse[:10] = 1 - worse[:10]
+    diff, low, high = bootstrap_difference_ci(labels, better, worse, n_resamples=500)
+    assert diff == pytest.approx(0.1)
+    assert 0.0 < low < 0.1 < high  # always >= 0: a is never worse on any image
+
+
+def test_holm_adjustment() -> None:
+    # Sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04).
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm_adjust([float("nan"), 0.5, 0.9])
+    assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([1.0, 1.0])
+
+
+def test_mean_std_across_seeds() -> None:
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    mean, std = mean_std([0.7])
+    assert mean == 0.7 and math.isnan(std)
+
+
+def test_remarks_say_within_noise_or_significant() -> None:
+    noise = comparison_remark("vit", "resnet50", 0.01, (-0.02, 0.04), 0.42, 160)
+    assert "within noise" in noise and "160 test images" in noise and "+1.0" in noise
+    real = comparison_remark("vit", "resnet50", -0.08, (-0.12, -0.04), 0.001, 3000)
+    assert "less accurate" in real and "beyond chance" in real
+
+
+def test_bad_bootstrap_parameters_name_the_parameter() -> None:
+    with pytest.raises(ValueError, match="evaluation.bootstrap.n_resamples"):
+        bootstrap_ci([0, 1], [0.1, 0.9], [0, 1], n_resamples=0)
+    with pytest.raises(ValueError, match="evaluation.bootstrap.confidence"):
+        bootstrap_ci([0, 1], [0.1, 0.9], [0, 1], confidence=95)

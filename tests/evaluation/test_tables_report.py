@@ -1,0 +1,171 @@
+"""The ablation table, the robustness table, the plots and the HTML report on fabricated runs."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from facescan.evaluation.metrics import classification_metrics
+from facescan.evaluation.plots import (
+    plot_accuracy_ci,
+    plot_accuracy_vs_gflops,
+    plot_confusion_matrices,
+    plot_robustness,
+    plot_roc_curves,
+    plot_training_curves,
+)
+from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
+from facescan.evaluation.stats import bootstrap_ci, mcnemar_exact
+from facescan.evaluation.tables import (
+    TABLE_COLUMNS,
+    RunResult,
+    ablation_table,
+    robustness_table,
+    to_markdown,
+)
+
+N = 60
+LABELS = np.array([0, 1] * (N // 2))
+PATHS = [f"/data/img{i:03d}.jpg" for i in range(N)]
+
+
+def fake_run(variant: str, seed: int, n_wrong: int, shuffle: bool = False) -> RunResult:
+    rng = np.random.default_rng(seed)
+    p_fake = np.where(LABELS == 1, 0.8, 0.2) + rng.uniform(-0.1, 0.1, N)
+    p_fake[:n_wrong] = 1 - p_fake[:n_wrong]  # the first n_wrong images are misclassified
+    logits = np.stack([np.zeros(N), np.log(p_fake / (1 - p_fake))], axis=1)
+    metrics = classification_metrics(LABELS, logits)
+    metrics.update(params=1000 + len(variant), gflops=0.5 * len(variant), images_per_s=100.0,
+                   train_seconds=10.0, best_epoch=2, val_threshold=0.5, acc_at_val_threshold=0.9)
+    preds = pd.DataFrame({"path": PATHS, "label": LABELS, "p_fake": p_fake,
+                          "pred": (p_fake > 0.5).astype(int)})
+    if shuffle:
+        preds = preds.sample(frac=1.0, random_state=0)
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.6, 0.55],
+                            "train_acc": [0.5, 0.7], "val_acc": [0.6, 0.65]})
+    robustness = pd.DataFrame({"perturbation": ["clean", "jpeg_q50"],
+                               "acc": [metrics["acc"], metrics["acc"] - 0.1],
+                               "auc": [metrics["auc"], 0.7], "loss": [0.5, 0.8], "n": [N, N]})
+    return RunResult(variant if seed == 0 else f"{variant}_seed{seed}", variant, seed, metrics,
+                     preds, history, robustness)
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[RunResult]:
+    return [fake_run("resnet50", 0, 12), fake_run("vit", 0, 2, shuffle=True),
+            fake_run("aspp", 0, 11)]
+
+
+def test_ablation_table_columns_values_and_paired_tests(runs) -> None:
+    table, remarks = ablation_table(runs, baseline="resnet50", n_resamples=300, seed=0)
+    assert list(table.columns[: len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
+    assert list(table["variant"]) == ["resnet50", "vit", "aspp"]
+    assert table["acc"].tolist() == pytest.approx([48 / 60, 58 / 60, 49 / 60])
+    # Intervals are computed from the predictions with the given bootstrap settings.
+    first = runs[0].predictions
+    ci = bootstrap_ci(first["label"], first["p_fake"], first["pred"], n_resamples=300, seed=0)
+    assert table.loc[0, "acc_ci_low"] == pytest.approx(ci["acc_ci_low"])
+    # vit's predictions came shuffled: McNemar pairs them by path. vit fixes 10 of resnet50's 12
+    # errors and makes none of its own: 10 discordant pairs, all one way.
+    assert table.loc[1, "mcnemar_p"] == pytest.approx(2 * 0.5**10)
+    assert table.loc[1, "delta_acc"] == pytest.approx(10 / 60)
+    assert math.isnan(table.loc[0, "mcnemar_p"]) and table.loc[0, "is_baseline"]
+    assert table.loc[2, "mcnemar_p"] == pytest.approx(1.0)
+    assert len(remarks) == 2
+    assert "beyond chance" in remarks[0] and "within noise" in remarks[1]
+    assert table["mcnemar_p_holm"].tolist()[1] == pytest.approx(2 * 2 * 0.5**10)
+
+
+def test_several_seeds_give_mean_and_std(runs) -> None:
+    seeded = [fake_run("resnet50", 0, 12), fake_run("resnet50", 1, 6),
+              fake_run("vit", 0, 2), fake_run("vit", 1, 4)]
+    table, _ = ablation_table(seeded, baseline="resnet50", n_resamples=100)
+    assert table["n_seeds"].tolist() == [2, 2]
+    assert table.loc[0, "acc"] == pytest.approx((48 / 60 + 54 / 60) / 2)
+    assert table.loc[0, "acc_std"] == pytest.approx(np.std([48 / 60, 54 / 60], ddof=1))
+    md = to_markdown(table, columns=["variant", "acc"])
+    assert re.search(r"\| resnet50 \| 0\.850 ± 0\.071 \|", md)
+
+
+def test_runs_on_different_test_sets_are_refused(runs) -> None:
+    other = fake_run("vit", 0, 2)
+    other.predictions = other.predictions.assign(path=[p + "x" for p in PATHS])
+    with pytest.raises(ValueError, match="not scored on the same test images"):
+        ablation_table([runs[0], other], baseline="resnet50", n_resamples=50)
+
+
+def test_missing_baseline_gives_no_test_but_a_table(runs) -> None:
+    table, remarks = ablation_table(runs[1:], baseline="resnet50", n_resamples=50)
+    assert len(table) == 2 and table["mcnemar_p"].isna().all() and remarks == []
+
+
+def test_robustness_table_has_drops_from_clean(runs) -> None:
+    table = robustness_table(runs)
+    assert table["perturbation"].tolist() == ["clean", "jpeg_q50"] * 3
+    row = table[(table["variant"] == "vit") & (table["perturbation"] == "jpeg_q50")].iloc[0]
+    assert row["acc_drop"] == pytest.approx(0.1)
+    assert robustness_table([RunResult("a", "a", 0, {}, runs[0].predictions)]).empty
+
+
+def test_every_plot_is_a_figure(runs) -> None:
+    table, _ = ablation_table(runs, baseline="resnet50", n_resamples=50)
+    figures = [
+        plot_roc_curves({r.variant: (r.predictions["label"], r.predictions["p_fake"])
+                         for r in runs}),
+        plot_training_curves({r.variant: r.history for r in runs}),
+        plot_accuracy_ci(table),
+        plot_confusion_matrices({r.variant: r.metrics["confusion_matrix"] for r in runs}),
+        plot_accuracy_vs_gflops(table),
+        plot_robustness(robustness_table(runs)),
+        plot_robustness(pd.DataFrame()),
+    ]
+    for fig in figures:
+        assert isinstance(fig, Figure) and fig.axes
+    roc_legend = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    assert any(t.startswith("vit") and "AUC" in t for t in roc_legend)
+
+
+def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -> None:
+    table, remarks = ablation_table(runs, baseline="resnet50", n_resamples=50)
+    split = pd.DataFrame({"path": PATHS, "label": LABELS, "split": ["test"] * N,
+                          "sha256": [f"{i:064x}" for i in range(N)]})
+    rejected = pd.DataFrame({"path": ["/x/a.jpg", "/x/b.jpg"],
+                             "reason": ["truncated file", "not an image"]})
+    notes = caveats(table, n_test_real=30, n_test_fake=30, source_type="synthetic", n_seeds=1)
+    html = render_report(
+        table=table, remarks=remarks,
+        figures={"roc_curves": plot_roc_curves({"vit": (LABELS, runs[1].predictions["p_fake"])})},
+        settings={"training": {"max_epochs": 2}}, counts=dataset_counts(split),
+        rejected=rejected, notes=notes,
+        provenance={"git_commit": "abc123", "packages": {"torch": "2.x"}, "cpu": "test cpu"},
+        robustness=robustness_table(runs), stage_timings={"training": 12.5},
+        data_hash=manifest_hash(split),
+    )
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert 'id="ablation-table"' in html and "<table" in html and "vit" in html
+    assert html.count('src="data:image/png;base64,') == 1
+    assert "http://" not in html and "https://" not in html  # nothing to fetch
+    for text in ("abc123", "truncated file", "12.5", "synthetic demo", "60 images", "torch"):
+        assert text in html
+    assert any("one seed" in n for n in notes) and any("60 images" in n for n in notes)
+
+
+def test_manifest_hash_ignores_row_order_and_counts_are_per_split() -> None:
+    split = pd.DataFrame({"path": ["a", "b", "c"], "label": [0, 1, 1],
+                          "split": ["train", "test", "val"], "sha256": ["1", "2", "3"]})
+    assert manifest_hash(split) == manifest_hash(split.iloc[::-1])
+    assert manifest_hash(split) != manifest_hash(split.assign(split="train"))
+    counts = dataset_counts(split)
+    assert counts.loc["total", "total"] == 3 and counts.loc["test", "fake"] == 1
+
+
+def test_caveat_on_imbalance_and_unrankable_variants(runs) -> None:
+    table, _ = ablation_table(runs, baseline="resnet50", n_resamples=100)
+    notes = caveats(table, n_test_real=120, n_test_fake=40, n_seeds=3)
+    assert any("imbalanced" in n and "75.0%" in n for n in notes)
+    assert not any("one seed" in n for n in notes)

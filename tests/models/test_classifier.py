@@ -1,0 +1,185 @@
+"""FaceScanNet across every variant: shapes, gradients, strides, baseline identity, formats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from facescan.models import (
+    ASPP,
+    CrossScanViT,
+    FaceScanNet,
+    MidViT,
+    TokenMeanPool,
+    ViT,
+    count_parameters,
+    create_model,
+    list_variants,
+)
+
+from .conftest import SMALL
+
+VARIANTS = list_variants()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_forward_backward_reaches_every_parameter(name: str) -> None:
+    model = create_model(name, **SMALL).train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 2)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
+    zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+    assert zero == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_training_step_at_batch_one_on_a_non_square_image(name: str) -> None:
+    model = create_model(name, **SMALL).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.fc.weight.detach().clone()
+    logits = model(torch.randn(1, 3, 64, 96))
+    assert logits.shape == (1, 2)
+    loss = nn.functional.cross_entropy(logits, torch.tensor([1]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    optimizer.step()
+    assert not torch.equal(model.fc.weight, before)
+
+
+@pytest.mark.parametrize(
+    ("name", "stride"), [("resnet50", 32), ("se_resnet50", 32), ("dilated", 8), ("aspp", 8)]
+)
+def test_output_stride(name: str, stride: int) -> None:
+    model = create_model(name, **SMALL).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(1, 3, 64, 96))
+    assert features.shape[-2:] == (64 // stride, 96 // stride)
+
+
+def test_dilated_backbone_uses_torchvisions_rates_or_the_configured_ones() -> None:
+    model = create_model("dilated", **SMALL)
+    rates = [[b.conv2.dilation[0] for b in layer] for layer in (model.layer3, model.layer4)]
+    assert rates == [[1, 2, 2, 2, 2, 2], [2, 4, 4]]
+    assert all(b.conv2.stride == (1, 1) for b in (*model.layer3, *model.layer4))
+    custom = create_model("dilated", dilation_rates=[3, 6], **SMALL).eval()
+    assert [b.conv2.dilation[0] for b in custom.layer4] == [3, 6, 6]
+    assert [b.conv2.padding[0] for b in custom.layer4] == [3, 6, 6]
+    with torch.no_grad():
+        assert custom.forward_features(torch.randn(1, 3, 64, 64)).shape == (1, 2048, 8, 8)
+
+
+def test_modules_follow_the_options() -> None:
+    def kinds(name: str) -> tuple[str, ...]:
+        m = create_model(name, **SMALL)
+        return tuple(type(x).__name__ for x in (m.mid_vit, m.aspp, m.tail_vit))
+
+    assert kinds("resnet50") == ("Identity", "Identity", "Identity")
+    assert kinds("vit_aspp") == ("MidViT", "ASPP", "Identity")
+    assert kinds("aspp_vit") == ("Identity", "ASPP", "ViT")
+    assert kinds("aspp_crossscan_vit") == ("Identity", "ASPP", "CrossScanViT")
+    assert not any(isinstance(m, nn.Identity) for m in create_model("resnet50").layer1.modules())
+
+
+def test_full_size_modules_have_the_authors_sizes() -> None:
+    with torch.device("meta"):  # full sizes without allocating or initialising 30M weights
+        mid = create_model("vit_aspp")
+        tail = create_model("aspp_crossscan_vit")
+    assert isinstance(mid.mid_vit, MidViT) and isinstance(mid.aspp, ASPP)
+    proj = mid.mid_vit.patch_embed.proj
+    assert (proj.in_channels, proj.out_channels, proj.kernel_size) == (1024, 512, (1, 1))
+    assert mid.layer4[0].conv1.in_channels == 512
+    assert mid.aspp.project[0].out_channels == 256 and mid.fc.in_features == 256
+    assert isinstance(tail.tail_vit, CrossScanViT)
+    proj = tail.tail_vit.patch_embed.proj
+    assert (proj.in_channels, proj.out_channels, proj.kernel_size, proj.stride) == (
+        256, 512, (2, 2), (2, 2),
+    )
+    blocks = tail.tail_vit.encoder.blocks
+    assert len(blocks) == 4 and blocks[0].self_attn.num_heads == 8
+    assert blocks[0].linear1.out_features == 2048 and blocks[0].dropout.p == 0.1
+    assert isinstance(tail.global_pool[0], TokenMeanPool)
+    assert tail.global_pool[1].se[0].out_features == 4 * 512 // 16
+    assert tail.fc.out_features == 2
+
+
+def test_full_size_cross_scan_model_runs_at_the_smallest_input() -> None:
+    model = create_model("aspp_crossscan_vit").eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert out.shape == (1, 2) and torch.isfinite(out).all()
+
+
+def test_baseline_is_torchvision_resnet50_with_two_classes() -> None:
+    model = create_model("resnet50", **SMALL).eval()  # the ViT/ASPP sizes have no effect here
+    assert count_parameters(model) == 23_512_130
+    reference = resnet50(num_classes=2).eval()
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[k].shape == theirs[k].shape for k in ours)
+    model.load_state_dict(theirs)
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_state_dict_round_trip_gives_identical_outputs(name: str) -> None:
+    model = create_model(name, **SMALL).eval()
+    torch.manual_seed(1)
+    fresh = create_model(name, **SMALL).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        assert not torch.equal(model(x), fresh(x))
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_channels_last_and_bf16_autocast(name: str) -> None:
+    model = create_model(name, **SMALL).eval()
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        reference = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        x_cl = x.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(model(x_cl), reference, rtol=1e-4, atol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x_cl)
+    assert low.shape == (2, 2) and torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), reference, rtol=0.1, atol=0.1)
+
+
+def test_forward_head_pre_logits_gives_pooled_features() -> None:
+    model = create_model("aspp_crossscan_vit", **SMALL).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 3, 64, 64))
+        pooled = model.forward_head(features, pre_logits=True)
+    assert features.shape == (2, 4, 16, 32)
+    assert pooled.shape == (2, model.num_features) == (2, 32)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (2, 1, 64, 64), (1, 3, 16, 64)])
+def test_bad_input_shape_is_a_clear_error(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\) with H, W >= 32"):
+        create_model("resnet50")(torch.randn(*shape))
+
+
+def test_constructor_rejects_inconsistent_placements() -> None:
+    with pytest.raises(ValueError, match="vit must be"):
+        FaceScanNet(vit="head")
+    with pytest.raises(ValueError, match="cross_scan needs vit: tail"):
+        FaceScanNet(cross_scan=True, vit="mid")
+
+
+def test_model_keeps_its_resolved_options() -> None:
+    model = create_model("aspp_vit", **SMALL)
+    assert model.options["vit"] == "tail" and model.options["vit_dim"] == 32
+    assert model.options["pretrained"] is None
+    assert isinstance(model.tail_vit, ViT)

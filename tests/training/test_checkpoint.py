@@ -1,0 +1,102 @@
+"""The checkpoint contract through the catalog dataset, and models rebuilt from it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from facescan.datasets import TorchCheckpointDataset
+from facescan.models import create_model, resolve_options
+from facescan.training import CHECKPOINT_FORMAT, model_from_checkpoint
+from facescan.training.checkpoint import atomic_torch_save
+from tests.conftest import load_catalog
+
+SMALL = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2, "aspp_channels": 32}
+
+
+def checkpoint_of(variant: str, model: torch.nn.Module | None = None) -> dict:
+    options = resolve_options(variant, **SMALL)
+    model = model if model is not None else create_model(options)
+    return {
+        "format": CHECKPOINT_FORMAT, "namespace": variant, "variant": variant, "seed": 0,
+        "model_options": options, "state_dict": model.state_dict(), "config": {"lr": 2e-4},
+        "history": [{"epoch": 1, "train_loss": 0.7, "train_acc": 0.5, "val_loss": 0.69,
+                     "val_acc": 0.5, "lr": 2e-4, "seconds": 1.0, "images_per_s": 32.0}],
+        "best_epoch": 1, "best_val_acc": 0.5, "best_val_loss": 0.69, "train_seconds": 1.0,
+        "input_size": 32, "cache_size": 40, "data_fingerprint": "abc",
+        "provenance": {"git_commit": "unknown", "gpus": []},
+    }
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[torch.nn.Module, dict]:
+    torch.manual_seed(0)
+    model = create_model("aspp_crossscan_vit", **SMALL).eval()
+    return model, checkpoint_of("aspp_crossscan_vit", model)
+
+
+def test_round_trip_through_the_catalog_reloads_into_create_model(kedro_project: Path,
+                                                                  trained) -> None:
+    model, ckpt = trained
+    catalog = load_catalog(kedro_project)
+    catalog.save("aspp_crossscan_vit.model", ckpt)
+    versions = list((kedro_project / "data/06_models/aspp_crossscan_vit/model.pt").iterdir())
+    assert len(versions) == 1 and (versions[0] / "model.pt").is_file()  # versioned
+
+    loaded = catalog.load("aspp_crossscan_vit.model")
+    assert loaded["history"] == ckpt["history"] and loaded["model_options"] == ckpt["model_options"]
+    rebuilt = model_from_checkpoint(loaded, expected_variant="aspp_crossscan_vit")
+    assert not rebuilt.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_a_checkpoint_of_another_variant_is_refused_naming_both(trained) -> None:
+    _, ckpt = trained
+    with pytest.raises(ValueError, match="another variant: it holds 'aspp_crossscan_vit', "
+                                         "expected 'resnet50'"):
+        model_from_checkpoint(ckpt, expected_variant="resnet50")
+    mixed = {**ckpt, "model_options": resolve_options("resnet50", **SMALL)}
+    with pytest.raises(ValueError, match="another variant: its weights \\(variant "
+                                         "'aspp_crossscan_vit'\\) do not fit .*'resnet50'"):
+        model_from_checkpoint(mixed)
+
+
+def test_what_is_not_a_facescan_checkpoint_is_refused(trained) -> None:
+    model, _ = trained
+    with pytest.raises(ValueError, match="not a facescan checkpoint"):
+        model_from_checkpoint(model.state_dict())
+    with pytest.raises(ValueError, match="not a facescan checkpoint: expected a dict"):
+        model_from_checkpoint([1, 2])
+
+
+def test_loading_refuses_pickled_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": argparse.Namespace(a=1)}, path)
+    with pytest.raises(DatasetError, match="not a loadable checkpoint"):
+        TorchCheckpointDataset(filepath=str(path)).load()
+
+
+def test_saving_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dataset = TorchCheckpointDataset(filepath=str(tmp_path / "m" / "model.pt"))
+    dataset.save({"format": CHECKPOINT_FORMAT, "w": torch.ones(3)})
+    assert dataset.exists()
+    assert dataset._describe()["filepath"].name == "model.pt"
+
+    real_save = torch.save
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "m" / "model.pt")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.equal(dataset.load()["w"], torch.ones(3))  # the previous file is intact
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.pt"]  # no temp file left

@@ -1,0 +1,76 @@
+"""The engine functions on their own: exact metrics, order, the NaN guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facescan.data.loader import build_loader
+from facescan.training import NonFiniteLossError, evaluate, predict_logits, train_one_epoch
+
+from .conftest import INPUT, TINY_OPTIONS, TinyNet
+
+CPU = torch.device("cpu")
+
+
+def _all(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*loader, strict=True)
+    return torch.cat(images), torch.cat(labels)
+
+
+def test_train_one_epoch_lowers_the_loss_and_beats_chance(caches) -> None:
+    train, val = caches
+    torch.manual_seed(0)
+    model = TinyNet(TINY_OPTIONS)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loader = build_loader(train, train=True, input_size=INPUT, batch_size=8, seed=0)
+    stats = [train_one_epoch(model, criterion, loader, optimizer, device=CPU) for _ in range(5)]
+    assert stats[-1]["loss"] < stats[0]["loss"]
+    assert stats[0]["images"] == 32 and stats[0]["images_per_s"] > 0
+    val_loader = build_loader(val, train=False, input_size=INPUT, batch_size=5)
+    assert evaluate(model, criterion, val_loader, device=CPU)["acc"] >= 0.75
+
+
+def test_evaluate_is_exact_over_uneven_batches_and_class_weights(caches) -> None:
+    _, val = caches
+    torch.manual_seed(0)
+    model = TinyNet(TINY_OPTIONS).eval()
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0]))
+    loader = build_loader(val, train=False, input_size=INPUT, batch_size=5)  # 5 + 5 + 5 + 1
+    result = evaluate(model, criterion, loader, device=CPU)
+
+    images, labels = _all(loader)
+    with torch.no_grad():
+        logits = model(images)
+    assert result["images"] == 16
+    assert result["loss"] == pytest.approx(float(criterion(logits, labels)), rel=1e-6)
+    assert result["acc"] == pytest.approx(float((logits.argmax(1) == labels).float().mean()))
+
+
+def test_predict_logits_keeps_the_loader_order(caches) -> None:
+    _, val = caches
+    model = TinyNet(TINY_OPTIONS)
+    loader = build_loader(val, train=False, input_size=INPUT, batch_size=3)
+    logits, labels = predict_logits(model, loader, device=CPU)
+    assert logits.shape == (16, 2) and logits.dtype == np.float32
+    assert labels.dtype == np.int64 and np.array_equal(labels, val.labels)
+    images, _ = _all(loader)
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model.eval()(images).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_nan_loss_raises_before_the_step_is_applied(caches) -> None:
+    train, _ = caches
+    model = TinyNet(TINY_OPTIONS)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loader = build_loader(train, train=True, input_size=INPUT, batch_size=8, seed=0)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 0"):
+        train_one_epoch(model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU)
+    after = {k: p.detach() for k, p in model.named_parameters()}
+    torch.testing.assert_close(after, before, rtol=0, atol=0, equal_nan=True)
