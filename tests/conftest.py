@@ -37,6 +37,18 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
+def nest_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Dotted keys -> nested dicts, as `kedro run --params a.b=c` does (values keep their types)."""
+    nested: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
 def run_kedro(
     project: Path,
     pipelines: list[str] | tuple[str, ...] = ("ablation",),
@@ -44,12 +56,15 @@ def run_kedro(
     params: dict[str, Any] | None = None,
     **run_kwargs: Any,
 ) -> dict[str, Any]:
-    """Run pipelines of the project copy through a real KedroSession (hooks, catalog, runner)."""
+    """Run pipelines of the project copy through a real KedroSession (hooks, catalog, runner).
+
+    ``params`` may use dotted keys (``{"data.source.type": "folder"}``), like ``--params``.
+    """
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=nest_params(params)) as session:
         return session.run(pipeline_names=list(pipelines), **run_kwargs)
 
 
@@ -59,7 +74,7 @@ def load_catalog(project: Path, env: str = "test", params: dict[str, Any] | None
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=nest_params(params)) as session:
         return session.load_context().catalog
 
 

@@ -57,16 +57,36 @@ class _Catalog(dict):
 def test_stage_timing_hook_sums_nodes_per_stage() -> None:
     from facescan.pipelines.runs import expand_runs
 
-    expand_runs.__module__  # a function from facescan.pipelines.runs: stage "runs"
+    # expand_runs comes from facescan.pipelines.runs: stage "runs"
     hook = StageTimingHook()
     catalog = _Catalog(stage_timings=None)
-    hook.before_pipeline_run(run_params={}, pipeline=None, catalog=catalog)
+    hook.before_pipeline_run(run_params={}, pipeline=type("P", (), {"nodes": []})(), catalog=catalog)
     assert catalog["stage_timings"] == {}
     node = _Node("a", expand_runs)
     hook.before_node_run(node)
     hook.after_node_run(node, catalog)
     assert set(catalog["stage_timings"]) == {"runs"}
     assert catalog["stage_timings"]["runs"] >= 0
+
+
+def test_stage_timing_hook_counts_saving_outputs() -> None:
+    """Lazy outputs (the image caches) do their work while being saved, after the node ran."""
+    import time
+
+    from facescan.pipelines.runs import expand_runs
+
+    node = _Node("cache", expand_runs)
+    node.outputs = ["train_cache"]
+    pipeline = type("P", (), {"nodes": [node]})()
+    hook = StageTimingHook()
+    catalog = _Catalog(stage_timings=None)
+    hook.before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
+    hook.before_node_run(node)
+    hook.after_node_run(node, catalog)
+    hook.before_dataset_saved("train_cache")
+    time.sleep(0.05)
+    hook.after_dataset_saved("train_cache")
+    assert catalog["stage_timings"]["runs"] >= 0.05
 
 
 @pytest.mark.parametrize(("module", "stage"), [("facescan.pipelines.training.nodes", "training"), ("os", "other")])

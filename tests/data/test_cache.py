@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.conftest import load_catalog
 from torchvision import transforms as T
 
 from facescan.data.cache import ImageCache, ImageStream, write_cache
@@ -23,6 +22,7 @@ from facescan.data.preprocess import (
     ordered_thread_map,
     stream_images,
 )
+from tests.conftest import load_catalog
 
 RED, BLUE = (220, 20, 30), (10, 40, 200)
 

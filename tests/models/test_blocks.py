@@ -42,7 +42,9 @@ def test_se_bottleneck_is_torchvision_bottleneck_plus_se_after_bn3() -> None:
     assert isinstance(block.se, SqueezeExcitation)
     assert (block.se.fc1.in_channels, block.se.fc1.out_channels) == (256, 16)
     x = torch.randn(2, 64, 5, 6)
-    branch = block.bn3(block.conv3(block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))))))
+    branch = block.bn3(
+        block.conv3(block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))))
+    )
     expected = torch.relu(block.se(branch) + block.downsample(x))
     torch.testing.assert_close(block(x), expected)
 
@@ -82,7 +84,9 @@ def test_aspp_trains_at_batch_one() -> None:
 
 
 @pytest.mark.parametrize("size", [(3, 5), (4, 4), (6, 1)])
-def test_each_cross_scan_sequence_is_its_direction_map_read_row_major(size: tuple[int, int]) -> None:
+def test_each_cross_scan_sequence_is_its_direction_map_read_row_major(
+    size: tuple[int, int],
+) -> None:
     x = torch.randn(2, 3, *size)
     seq = cross_scan(x)
     n = size[0] * size[1]

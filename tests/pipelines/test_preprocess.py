@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tests.conftest import load_catalog, run_kedro
 
 from facescan.data.cache import ImageCache
 from facescan.data.preprocess import load_for_cache
 from facescan.pipelines.preprocess.nodes import cache_split
+from tests.conftest import load_catalog, run_kedro
 
 CACHE_SIZE = 40  # conf/test/parameters_preprocess.yml
 SPLITS = ("train", "val", "test")

@@ -81,3 +81,13 @@ def make_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
     }
     params.update(overrides)
     return TrainConfig.from_params(params)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    """One torch thread: these tiny models gain nothing from more, and OpenMP threads that
+    spin-wait for a busy core make CPU tests many times slower when other processes share it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

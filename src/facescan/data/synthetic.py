@@ -52,13 +52,13 @@ CLASS_DIRS: dict[int, str] = {0: "real", 1: "fake"}
 GENERATOR_VERSION = 1
 _STAMP = ".facescan_synthetic.json"
 # Calibration (docs/data.md gives the measured effect): (a, b) pairs are ranges or a + b * difficulty.
-_TRACE = 0.03  # std of the up-sampling kernel's perturbation at difficulty 0 (-> 0 at 1)
+_TRACE_SHARE = 0.9  # share of the fakes' fine-detail variance that is periodic trace, at difficulty 0
 _SHOT = (0.0004, 0.0012)  # sensor shot-noise variance per unit signal
 _READ = (0.003, 0.008)  # sensor read-noise std
 _LENS = (0.4, 0.8)  # lens blur sigma (px) ...
 _LENS_D = 0.5  # ... plus this times the difficulty
 _GEN_NOISE = (0.006, 0.014)  # generator noise std
-_FULL_NOISE = (0.2, 0.7)  # share of the generator noise variance injected at full resolution
+_FAKE_DETAIL = (0.006, 0.016)  # std of trace + full-resolution noise in fakes
 _POST_NOISE = (0.004, 0.03)  # max std of the noise both labels get
 
 # Skin tones from light to dark (sRGB, 0..1); a tone is a random point on this polyline.
@@ -368,24 +368,31 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     rng = _rng(seed, 1, index, 1)
     low_size = (size + 1) // 2
     low = _render(scene, low_size)
-    # Generator noise, injected (as in StyleGAN) both before the last up-sampling, where the kernel
-    # imprints its period on it, and at full resolution; harder data sets move it to the latter.
-    gen_sigma = rng.uniform(*_GEN_NOISE)
-    full_share = _FULL_NOISE[0] + _FULL_NOISE[1] * difficulty
-    low = low + rng.normal(0.0, gen_sigma * np.sqrt(1 - full_share), low.shape).astype(np.float32)
+    # Generator noise at low resolution, where the up-sampling imprints its period on it (the
+    # per-layer noise inputs of StyleGAN-like generators).
+    low = low + rng.normal(0.0, rng.uniform(*_GEN_NOISE), low.shape).astype(np.float32)
 
-    # Zero insertion: (s, s, 3) -> (2s, 2s, 3) with the samples on the even grid.
+    # Zero insertion: (s, s, 3) -> (2s, 2s, 3) with the samples on the even grid, then a kernel.
     up = np.zeros((2 * low_size, 2 * low_size, 3), dtype=np.float32)
     up[::2, ::2] = low
     base = _BILINEAR4 if rng.random() < 0.5 else _BILINEAR3
-    strength = (1.0 - difficulty) * _TRACE
-    kernel = base + rng.normal(0.0, strength, base.shape).astype(np.float32)
-    kernel *= 4.0 / kernel.sum()  # keep the mean brightness: four output pixels per input pixel
-    out = np.empty_like(up)
+    # A zero-sum perturbation of the interpolation kernel: the mean brightness is kept, but the
+    # four output phases get unequal gains, a checkerboard proportional to the local signal.
+    perturb = rng.normal(0.0, 1.0, base.shape).astype(np.float32)
+    perturb -= perturb.mean()
+    smooth = np.empty_like(up)
+    trace = np.empty_like(up)
     for ch in range(3):
-        out[..., ch] = ndimage.convolve(up[..., ch], kernel, mode="mirror")
-    out = out[:size, :size]
-    out += rng.normal(0.0, gen_sigma * np.sqrt(full_share), out.shape).astype(np.float32)
+        smooth[..., ch] = ndimage.convolve(up[..., ch], base, mode="mirror")
+        trace[..., ch] = ndimage.convolve(up[..., ch], perturb, mode="mirror")
+    smooth, trace = smooth[:size, :size], trace[:size, :size]
+    # Fine detail (trace + full-resolution noise) has one total level whatever the difficulty, so
+    # the JPEG size says nothing about the label; the difficulty only moves it from trace to noise.
+    detail = rng.uniform(*_FAKE_DETAIL)
+    share = _TRACE_SHARE * (1.0 - difficulty)
+    trace *= detail * np.sqrt(share) / max(float(trace.std()), 1e-8)
+    noise = rng.normal(0.0, detail * np.sqrt(1.0 - share), smooth.shape).astype(np.float32)
+    out = smooth + trace + noise
     return _post(out, rng, difficulty)
 
 

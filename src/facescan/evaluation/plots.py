@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 __all__ = [
@@ -76,6 +77,8 @@ def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
             ax.plot(h["epoch"], h[f"val_{what}"], color=colour, marker="o", ms=3, label=name)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (dashed: train, solid: val)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: val)")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.legend(fontsize="small")
     return fig
 

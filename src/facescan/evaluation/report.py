@@ -173,7 +173,7 @@ def _html_table(df: pd.DataFrame, *, index: bool = False, float_digits: int = 4)
                 return "–"
             if float(x).is_integer() and abs(x) >= 100:
                 return f"{int(x):,}"
-            return f"{x:.{float_digits}g}" if abs(x) < 1e-3 else f"{x:.{float_digits}f}"
+            return f"{x:.{float_digits}g}" if 0 < abs(x) < 1e-3 else f"{x:.{float_digits}f}"
         return str(x)
 
     shown = df.copy()

@@ -146,7 +146,9 @@ def ablation_table(
         for key in ("params", "gflops"):
             row[key] = first.metrics.get(key, math.nan)
         for key in ("images_per_s", "train_seconds", "best_epoch"):
-            row[key] = float(np.mean([r.metrics.get(key, math.nan) for r in runs]))
+            row[key] = mean_std([r.metrics.get(key, math.nan) for r in runs])[0]
+        if len(runs) == 1 and isinstance(first.metrics.get("best_epoch"), int):
+            row["best_epoch"] = first.metrics["best_epoch"]
         row["acc_at_val_threshold"] = mean_std(
             [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs])[0]
         row["val_threshold"] = first.metrics.get("val_threshold", math.nan)
@@ -218,7 +220,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float | np.floating):
         if float(value).is_integer() and abs(value) >= 100:
             return f"{int(value):,}"
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:.{digits}f}"
+        return f"{value:.{digits}g}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
     return str(value)
 
 

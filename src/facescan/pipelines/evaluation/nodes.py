@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
+import torch
 
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
@@ -36,6 +37,10 @@ def _facts(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     facts["training_config"] = checkpoint.get("config")
     facts["training_provenance"] = checkpoint.get("provenance")
     return facts
+
+
+def _amp_name(dtype: torch.dtype | None) -> str:
+    return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def _check_cache(cache: ImageCache, checkpoint: Mapping[str, Any], name: str) -> None:
@@ -116,11 +121,11 @@ def evaluate_model(
         gflops=flops / 1e9,
         images_per_s=test.images_per_s,
         images_per_s_note=(f"test-set scoring incl. loading; batch {cfg.batch_size}, "
-                           f"{device.type}, amp {amp_dtype or 'off'}, channels_last "
+                           f"{device.type}, amp {_amp_name(amp_dtype)}, channels_last "
                            f"{channels_last}"),
         test_cache_sha256=test_cache.meta.get("sha256"),
-        evaluation={"device": str(device), "amp": str(amp_dtype or "off"),
-                    "batch_size": cfg.batch_size},
+        evaluation={"device": str(device), "amp": _amp_name(amp_dtype),
+                    "channels_last": channels_last, "batch_size": cfg.batch_size},
         **_facts(checkpoint),
     )
     logger.info(

@@ -1,0 +1,110 @@
+"""The evaluation and evaluate_external pipelines through Kedro, on checkpoints made without
+training (random weights: the numbers are checked for consistency, not for quality)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import load_catalog, run_kedro
+from tests.evaluation.helpers import fake_checkpoint
+
+ONE_VARIANT = {"ablation": {"variants": ["resnet50"]}}
+FP32 = {"evaluation": {"amp": "off"}}
+
+
+def _params(*blocks: dict) -> dict:
+    out: dict = {}
+    for block in blocks:
+        for key, value in block.items():
+            out[key] = {**out.get(key, {}), **value}
+    return out
+
+
+@pytest.fixture
+def evaluated(kedro_project: Path) -> Path:
+    """data + evaluation of one resnet50 checkpoint in the test environment."""
+    params = _params(ONE_VARIANT, FP32)
+    load_catalog(kedro_project, params=params).save("resnet50.model", fake_checkpoint("resnet50"))
+    run_kedro(kedro_project, ["data", "evaluation"], params=params)
+    return kedro_project
+
+
+def test_evaluation_writes_predictions_metrics_and_robustness(evaluated: Path) -> None:
+    out = evaluated / "data" / "07_model_output" / "resnet50"
+    split = pd.read_parquet(evaluated / "data" / "03_primary" / "split_manifest.parquet")
+    test = split[split["split"] == "test"].sort_values("path")
+
+    predictions = pd.read_csv(out / "test_predictions.csv")
+    assert list(predictions.columns) == ["path", "label", "p_fake", "pred"]
+    assert predictions["path"].tolist() == test["path"].tolist()
+    assert predictions["label"].tolist() == test["label"].tolist()
+    assert (predictions["pred"] == (predictions["p_fake"] > 0.5)).all()
+
+    metrics = json.loads((out / "metrics.json").read_text())  # strict JSON (no NaN tokens)
+    n = len(test)
+    assert metrics["n"] == n and metrics["n_real"] + metrics["n_fake"] == n
+    assert metrics["acc"] == pytest.approx((predictions["pred"] == predictions["label"]).mean())
+    assert np.sum(metrics["confusion_matrix"]) == n
+    assert metrics["acc_ci_low"] <= metrics["acc"] <= metrics["acc_ci_high"]
+    for key in ("loss", "auc", "ap", "eer", "acc_real", "acc_fake", "val_threshold",
+                "acc_at_val_threshold", "images_per_s"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["params"] == 23_512_130  # torchvision's resnet50 with a 2-class head
+    assert 0.1 < metrics["gflops"] < 0.3  # 4.1 GFLOPs x (32/224)^2, counted as 2 per MAC
+    assert metrics["variant"] == "resnet50" and metrics["input_size"] == 32
+    assert metrics["bootstrap"]["n_resamples"] == 200  # conf/test
+
+    robustness = pd.read_csv(out / "robustness.csv")
+    assert robustness["perturbation"].tolist() == [
+        "clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur_sigma1", "blur_sigma2", "resize_0.5x"]
+    assert (robustness["n"] == n).all()
+    assert robustness.loc[0, "acc"] == pytest.approx(metrics["acc"])
+
+
+def test_robustness_can_be_switched_off(kedro_project: Path) -> None:
+    params = _params(ONE_VARIANT, FP32, {"evaluation": {"robustness": {"enabled": False}}})
+    load_catalog(kedro_project, params=params).save("resnet50.model", fake_checkpoint("resnet50"))
+    run_kedro(kedro_project, ["data", "evaluation"], params=params,
+              node_names=["ingest_images", "split_images", "cache_test_images",
+                          "resnet50.evaluate_robustness"])
+    table = pd.read_csv(kedro_project / "data" / "07_model_output" / "resnet50" / "robustness.csv")
+    assert table.empty and list(table.columns) == ["perturbation", "acc", "auc", "loss", "n"]
+
+
+def test_a_checkpoint_of_another_variant_is_refused(kedro_project: Path) -> None:
+    params = _params(ONE_VARIANT, FP32)
+    load_catalog(kedro_project, params=params).save(
+        "resnet50.model", fake_checkpoint("se_resnet50", namespace="resnet50"))
+    with pytest.raises(ValueError, match="another variant.*se_resnet50.*resnet50"):
+        run_kedro(kedro_project, ["data", "evaluation"], params=params)
+
+
+def test_evaluate_external_on_a_second_synthetic_set(kedro_project: Path) -> None:
+    params = _params(ONE_VARIANT, FP32)
+    load_catalog(kedro_project, params=params).save("resnet50.model", fake_checkpoint("resnet50"))
+    run_kedro(kedro_project, ["evaluate_external"], params=params)
+
+    raw = kedro_project / "data" / "01_raw"
+    external = sorted(p.name for p in (raw / "synthetic_external").rglob("*.jpg"))
+    assert len(external) == 24  # conf/test external.synthetic.n_images
+    assert not (raw / "synthetic").exists()  # the training set was never generated
+
+    out = kedro_project / "data" / "07_model_output" / "resnet50"
+    metrics = json.loads((out / "external_metrics.json").read_text())
+    assert metrics["n"] == 24 and metrics["n_real"] == metrics["n_fake"] == 12
+    assert metrics["external_source"]["synthetic"]["seed"] == 1
+    assert metrics["acc_ci_low"] <= metrics["acc"] <= metrics["acc_ci_high"]
+    assert metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
+    predictions = pd.read_csv(out / "external_predictions.csv")
+    assert len(predictions) == 24 and predictions["path"].str.contains("synthetic_external").all()
+
+    # --namespaces skips the data nodes: a cache built for another external source is refused.
+    other = _params(params, {"external": {"synthetic": {"seed": 7}}})
+    with pytest.raises(ValueError, match="external_cache was built from"):
+        run_kedro(kedro_project, ["evaluate_external"], params=other, namespaces=["resnet50"])
+    run_kedro(kedro_project, ["evaluate_external"], params=params, namespaces=["resnet50"])
