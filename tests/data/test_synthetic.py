@@ -34,20 +34,30 @@ def test_each_image_depends_only_on_its_own_arguments() -> None:
 
 def test_generate_writes_once_and_only_touches_its_own_files(tmp_path: Path) -> None:
     root = tmp_path / "synthetic"
-    out = generate_synthetic(root, SyntheticSpec(n_images=5, seed=1, size=24, difficulty=0.5), progress=False)
+    out = generate_synthetic(
+        root, SyntheticSpec(n_images=5, seed=1, size=24, difficulty=0.5), progress=False
+    )
     assert out == root.resolve()
     first = _files(root)
     assert sorted(first) == [
-        "fake/00000.jpg", "fake/00001.jpg", "real/00000.jpg", "real/00001.jpg", "real/00002.jpg",
+        "fake/00000.jpg",
+        "fake/00001.jpg",
+        "real/00000.jpg",
+        "real/00001.jpg",
+        "real/00002.jpg",
     ]
     mtimes = {p: (root / p).stat().st_mtime_ns for p in first}
     user_file = root / "real" / "mine.jpg"
     user_file.write_bytes(b"user data")
 
-    generate_synthetic(root, SyntheticSpec(n_images=5, seed=1, size=24, difficulty=0.5), progress=False)
+    generate_synthetic(
+        root, SyntheticSpec(n_images=5, seed=1, size=24, difficulty=0.5), progress=False
+    )
     assert {p: (root / p).stat().st_mtime_ns for p in first} == mtimes  # up to date: not rewritten
 
-    generate_synthetic(root, SyntheticSpec(n_images=3, seed=1, size=24, difficulty=0.5), progress=False)
+    generate_synthetic(
+        root, SyntheticSpec(n_images=3, seed=1, size=24, difficulty=0.5), progress=False
+    )
     second = _files(root)
     assert sorted(second) == ["fake/00000.jpg", "real/00000.jpg", "real/00001.jpg", "real/mine.jpg"]
     # Image k is the same whatever the number of images, and the user's file is left alone.
@@ -55,7 +65,9 @@ def test_generate_writes_once_and_only_touches_its_own_files(tmp_path: Path) -> 
     assert user_file.read_bytes() == b"user data"
 
     (root / "fake" / "00000.jpg").unlink()  # a missing file is regenerated
-    generate_synthetic(root, SyntheticSpec(n_images=3, seed=1, size=24, difficulty=0.5), progress=False)
+    generate_synthetic(
+        root, SyntheticSpec(n_images=3, seed=1, size=24, difficulty=0.5), progress=False
+    )
     assert _files(root) == second
 
 

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from facescan.evaluation.metrics import classification_metrics
 from facescan.evaluation.plots import (
     plot_accuracy_ci,
     plot_accuracy_vs_gflops,
@@ -20,7 +19,7 @@ from facescan.evaluation.plots import (
     plot_training_curves,
 )
 from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
-from facescan.evaluation.stats import bootstrap_ci, mcnemar_exact
+from facescan.evaluation.stats import bootstrap_ci
 from facescan.evaluation.tables import (
     TABLE_COLUMNS,
     RunResult,
@@ -28,31 +27,7 @@ from facescan.evaluation.tables import (
     robustness_table,
     to_markdown,
 )
-
-N = 60
-LABELS = np.array([0, 1] * (N // 2))
-PATHS = [f"/data/img{i:03d}.jpg" for i in range(N)]
-
-
-def fake_run(variant: str, seed: int, n_wrong: int, shuffle: bool = False) -> RunResult:
-    rng = np.random.default_rng(seed)
-    p_fake = np.where(LABELS == 1, 0.8, 0.2) + rng.uniform(-0.1, 0.1, N)
-    p_fake[:n_wrong] = 1 - p_fake[:n_wrong]  # the first n_wrong images are misclassified
-    logits = np.stack([np.zeros(N), np.log(p_fake / (1 - p_fake))], axis=1)
-    metrics = classification_metrics(LABELS, logits)
-    metrics.update(params=1000 + len(variant), gflops=0.5 * len(variant), images_per_s=100.0,
-                   train_seconds=10.0, best_epoch=2, val_threshold=0.5, acc_at_val_threshold=0.9)
-    preds = pd.DataFrame({"path": PATHS, "label": LABELS, "p_fake": p_fake,
-                          "pred": (p_fake > 0.5).astype(int)})
-    if shuffle:
-        preds = preds.sample(frac=1.0, random_state=0)
-    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.6, 0.55],
-                            "train_acc": [0.5, 0.7], "val_acc": [0.6, 0.65]})
-    robustness = pd.DataFrame({"perturbation": ["clean", "jpeg_q50"],
-                               "acc": [metrics["acc"], metrics["acc"] - 0.1],
-                               "auc": [metrics["auc"], 0.7], "loss": [0.5, 0.8], "n": [N, N]})
-    return RunResult(variant if seed == 0 else f"{variant}_seed{seed}", variant, seed, metrics,
-                     preds, history, robustness)
+from tests.evaluation.helpers import LABELS, PATHS, N, fake_run
 
 
 @pytest.fixture(scope="module")

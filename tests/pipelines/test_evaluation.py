@@ -10,6 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from facescan.pipelines.evaluate_external.nodes import (
+    ingest_external_images,
+    resolve_external_data,
+)
 from tests.conftest import load_catalog, run_kedro
 from tests.evaluation.helpers import fake_checkpoint
 
@@ -108,3 +112,16 @@ def test_evaluate_external_on_a_second_synthetic_set(kedro_project: Path) -> Non
     with pytest.raises(ValueError, match="external_cache was built from"):
         run_kedro(kedro_project, ["evaluate_external"], params=other, namespaces=["resnet50"])
     run_kedro(kedro_project, ["evaluate_external"], params=params, namespaces=["resnet50"])
+
+
+def test_external_configuration_errors_name_the_external_parameters() -> None:
+    data = {"source": {"type": "synthetic", "classes": {"real": 0, "fake": 1}},
+            "synthetic": {"seed": 0}}
+    with pytest.raises(ValueError, match="external.source must be a mapping"):
+        resolve_external_data(data, {"source": None})
+    with pytest.raises(ValueError, match="external.source: unknown key"):
+        resolve_external_data(data, {"source": {"type": "folder", "root": "/x"}})
+    resolved = resolve_external_data(data, {"source": {"type": "folder", "path": "/no/such"}})
+    assert resolved["source"]["classes"] == {"real": 0, "fake": 1}  # kept from data.source
+    with pytest.raises(FileNotFoundError, match="external.source.path"):
+        ingest_external_images(resolved, {"cache_size": 40})

@@ -43,7 +43,10 @@ def _save(img: Image.Image, path: Path, **kwargs) -> Path:
 
 def _hashes(root: Path) -> dict[str, tuple[str, int]]:
     return {
-        p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        p.relative_to(root).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
@@ -98,10 +101,12 @@ def image_tree(tmp_path: Path) -> Path:
 def test_folder_source_through_kedro(
     kedro_project: Path, image_tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # keeps the bomb tiny: 200x200 > 2x limit
+    # Keeps the bomb tiny: 200x200 is more than twice the limit.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
     before = _hashes(image_tree)
     run_kedro(
-        kedro_project, ["ingestion"],
+        kedro_project,
+        ["ingestion"],
         params={"data.source.type": "folder", "data.source.path": str(image_tree)},
     )
     manifest, rejected = _read_outputs(kedro_project)
@@ -126,9 +131,18 @@ def test_folder_source_through_kedro(
     rows = manifest.assign(rel=manifest["path"].map(rel)).set_index("rel")
     assert sorted(rows.index) == sorted(
         [
-            "real/rgb.jpg", "real/gray.png", "real/palette.png", "real/rgba.png", "real/cmyk.jpg",
-            "real/wide16.png", "real/rotated.jpg", "real/UPPER.JPEG",
-            "real/nested/deeper/inner.webp", "real/dup_a.png", "fake/f1.png", "fake/f2.jpg",
+            "real/rgb.jpg",
+            "real/gray.png",
+            "real/palette.png",
+            "real/rgba.png",
+            "real/cmyk.jpg",
+            "real/wide16.png",
+            "real/rotated.jpg",
+            "real/UPPER.JPEG",
+            "real/nested/deeper/inner.webp",
+            "real/dup_a.png",
+            "fake/f1.png",
+            "fake/f2.jpg",
         ]
     )
     assert all(Path(p).is_absolute() for p in manifest["path"])
@@ -156,7 +170,8 @@ def test_csv_source_through_kedro(kedro_project: Path, tmp_path: Path) -> None:
     labels.write_text("ImageName,Label\nimg0,0\nimg1.jpg,1\nimg2,0\nimg3,1\nmissing,1\n")
     before = _hashes(images)
     run_kedro(
-        kedro_project, ["ingestion"],
+        kedro_project,
+        ["ingestion"],
         params={
             "data.source.type": "csv",
             "data.source.path": str(images),
@@ -165,10 +180,17 @@ def test_csv_source_through_kedro(kedro_project: Path, tmp_path: Path) -> None:
     )
     manifest, rejected = _read_outputs(kedro_project)
     assert _hashes(images) == before
-    assert [Path(p).name for p in manifest["path"]] == ["IMG3.PNG", "img0.jpg", "img1.jpg", "img2.jpg"]
+    assert [Path(p).name for p in manifest["path"]] == [
+        "IMG3.PNG",
+        "img0.jpg",
+        "img1.jpg",
+        "img2.jpg",
+    ]
     assert manifest["label"].tolist() == [1, 0, 1, 0]
     assert set(manifest["source"]) == {"csv"}
-    assert rejected.to_dict("records") == [{"path": str(images / "missing"), "reason": "missing file"}]
+    assert rejected.to_dict("records") == [
+        {"path": str(images / "missing"), "reason": "missing file"}
+    ]
 
 
 def test_nothing_usable_stops_with_one_clear_message(kedro_project: Path, tmp_path: Path) -> None:
@@ -179,7 +201,8 @@ def test_nothing_usable_stops_with_one_clear_message(kedro_project: Path, tmp_pa
     _save(_noise(1), root / "fake" / "c.png")
     with pytest.raises(ValueError) as err:
         run_kedro(
-            kedro_project, ["ingestion"],
+            kedro_project,
+            ["ingestion"],
             params={"data.source.type": "folder", "data.source.path": str(root)},
         )
     message = str(err.value)
@@ -196,7 +219,8 @@ def test_bad_source_parameters_are_named(kedro_project: Path, tmp_path: Path) ->
         run_kedro(kedro_project, ["ingestion"], params={"data.source.type": "folder"})
     with pytest.raises(FileNotFoundError, match="data.source.path"):
         run_kedro(
-            kedro_project, ["ingestion"],
+            kedro_project,
+            ["ingestion"],
             params={"data.source.type": "folder", "data.source.path": str(tmp_path / "nope")},
         )
 
@@ -215,7 +239,8 @@ def test_synthetic_source_through_kedro(kedro_project: Path) -> None:
 @pytest.mark.faces_a
 def test_faces_a(kedro_project: Path, faces_a: Path) -> None:
     run_kedro(
-        kedro_project, ["ingestion"],
+        kedro_project,
+        ["ingestion"],
         params={"data.source.type": "folder", "data.source.path": str(faces_a)},
     )
     manifest, rejected = _read_outputs(kedro_project)

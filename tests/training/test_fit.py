@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from facescan.training import TrainingDivergedError, fit
+from facescan.training import TrainingDivergedError, class_weight_tensor, fit
 from facescan.training import loop as loop_module
 from facescan.training.checkpoint import CHECKPOINT_FORMAT, HISTORY_COLUMNS
 
@@ -237,3 +238,22 @@ def test_without_resume_dir_nothing_is_left_behind(tiny_model, caches, tmp_path:
                                    max_epochs=1))
     assert len(ckpt["history"]) == 1
     assert not (tmp_path / "resume").exists() and not (tmp_path / "tb").exists()
+
+
+def test_configuration_errors_surface_before_any_worker_starts(tiny_model, caches,
+                                                               tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"training.batch_size \(8\) is the global batch and "
+                                         r"must split evenly across the 3 DDP workers"):
+        run(caches, make_config(tmp_path, distributed={"nproc_per_node": 3}))
+    with pytest.raises(ValueError, match="training.class_weights: 3 weights given for 2 classes"):
+        run(caches, make_config(tmp_path, class_weights=[1.0, 1.0, 1.0]))
+
+
+def test_class_weights() -> None:
+    balanced = class_weight_tensor("balanced", np.array([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(balanced, torch.tensor([4 / 6, 4 / 2]))
+    assert class_weight_tensor(None, np.array([0, 1]), 2) is None
+    torch.testing.assert_close(class_weight_tensor((1.0, 3.0), np.array([0, 1]), 2),
+                               torch.tensor([1.0, 3.0]))
+    with pytest.raises(ValueError, match=r"'balanced' needs every class.*\[1\] have no image"):
+        class_weight_tensor("balanced", np.array([0, 0]), 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -16,6 +18,8 @@ def test_asking_for_a_gpu_without_one_says_how_to_fix_it() -> None:
                                          "set training.device to auto or cpu"):
         runtime.select_device("cuda")
     assert runtime.select_device("auto") == CPU
+    with pytest.raises(ValueError, match="training.device: expected auto, cpu or cuda"):
+        runtime.device_type("gpu")
 
 
 def test_precision_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,15 +37,15 @@ def test_channels_last_follows_amp_and_threads_split_the_cores(monkeypatch) -> N
     assert runtime.resolve_channels_last("auto", runtime.Precision(torch.bfloat16, False))
     assert not runtime.resolve_channels_last("auto", runtime.Precision(None, False))
     assert runtime.resolve_channels_last(True, runtime.Precision(None, False))
-    monkeypatch.setattr(runtime, "cpu_count", lambda: 16)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 16)
     assert runtime.threads_per_rank("auto", 4) == 4
     assert runtime.threads_per_rank("auto", 32) == 1
     assert runtime.threads_per_rank(3, 4) == 3
 
 
 def test_workers_and_backend_on_cpu() -> None:
-    assert runtime.resolve_nproc("auto", CPU) == 1
-    assert runtime.resolve_nproc(2, CPU) == 2
+    assert runtime.resolve_nproc("auto", "cpu") == 1
+    assert runtime.resolve_nproc(2, "cpu") == 2
     assert runtime.resolve_backend("auto", CPU) == "gloo"
     with pytest.raises(ValueError, match="training.distributed.backend: nccl needs GPUs"):
         runtime.resolve_backend("nccl", CPU)
@@ -52,3 +56,24 @@ def test_inference_settings_on_this_machine() -> None:
     assert (device, amp_dtype, channels_last) == (CPU, None, False)
     device, amp_dtype, channels_last = inference_settings()
     assert channels_last == (amp_dtype is not None)
+
+
+def test_gpu_decisions_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choices a GPU machine would make, with torch.cuda's answers stubbed."""
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)  # emulated only
+    assert runtime.resolve_precision("auto", gpu) == runtime.Precision(torch.float16, True)
+    with pytest.raises(ValueError, match="bf16 is not supported by Tesla V100"):
+        runtime.resolve_precision("bf16", gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert runtime.resolve_precision("auto", gpu) == runtime.Precision(torch.bfloat16, False)
+    assert runtime.resolve_precision("fp16", gpu) == runtime.Precision(torch.float16, True)
+
+    monkeypatch.setattr(runtime, "gpu_count", lambda: 4)
+    assert runtime.resolve_nproc("auto", "cuda") == 4
+    with pytest.raises(ValueError, match="nproc_per_node: 8 workers asked for but only 4 GPU"):
+        runtime.resolve_nproc(8, "cuda")
+    assert runtime.resolve_backend("auto", gpu) == "nccl"

@@ -110,7 +110,9 @@ def check_background(background: Sequence[int], name: str = "background") -> tup
         isinstance(v, int | np.integer) and not isinstance(v, bool) and 0 <= v <= 255
         for v in values
     ):
-        raise ValueError(f"{name} must be three integers in 0..255 (an RGB colour), got {background!r}")
+        raise ValueError(
+            f"{name} must be three integers in 0..255 (an RGB colour), got {background!r}"
+        )
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
@@ -244,7 +246,9 @@ def _decode(
         raise ImageDecodeError(path, "not an image") from err
     except OSError as err:
         text = str(err)
-        reason = "truncated file" if "truncated" in text or "not enough data" in text else "corrupt file"
+        reason = (
+            "truncated file" if "truncated" in text or "not enough data" in text else "corrupt file"
+        )
         raise ImageDecodeError(path, reason, text) from err
     except Exception as err:  # Pillow plugins raise SyntaxError, struct.error, EOFError, ...
         raise ImageDecodeError(path, "corrupt file", f"{type(err).__name__}: {err}") from err

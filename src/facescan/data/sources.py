@@ -62,7 +62,9 @@ class Candidate:
     reason: str | None = None
 
 
-def normalise_classes(classes: Mapping[Any, Any] | None, name: str = "data.source.classes") -> dict[str, int]:
+def normalise_classes(
+    classes: Mapping[Any, Any] | None, name: str = "data.source.classes"
+) -> dict[str, int]:
     """Validate a class mapping (folder name or CSV label value -> 0 real / 1 fake).
 
     Keys are compared case-insensitively, as text (YAML may give ``0: 0`` as an integer key).
@@ -86,14 +88,20 @@ def normalise_classes(classes: Mapping[Any, Any] | None, name: str = "data.sourc
     out: dict[str, int] = {}
     for key, value in classes.items():
         if isinstance(value, bool) or value not in (0, 1):
-            raise ValueError(f"{name}: {key!r} maps to {value!r}; labels must be 0 (real) or 1 (fake)")
+            raise ValueError(
+                f"{name}: {key!r} maps to {value!r}; labels must be 0 (real) or 1 (fake)"
+            )
         k = _label_text(key).lower()
         if out.get(k, value) != value:
-            raise ValueError(f"{name}: {key!r} is given two different labels (names are case-insensitive)")
+            raise ValueError(
+                f"{name}: {key!r} is given two different labels (names are case-insensitive)"
+            )
         out[k] = int(value)
     missing = {0, 1} - set(out.values())
     if missing:
-        raise ValueError(f"{name} gives no name for label {missing.pop()}; both 0 (real) and 1 (fake) are needed")
+        raise ValueError(
+            f"{name} gives no name for label {missing.pop()}; both 0 (real) and 1 (fake) are needed"
+        )
     return out
 
 
@@ -106,7 +114,9 @@ def _label_text(value: Any) -> str:
         number = float(text)
     except ValueError:
         return text
-    return str(int(number)) if math.isfinite(number) and number.is_integer() and "." in text else text
+    return (
+        str(int(number)) if math.isfinite(number) and number.is_integer() and "." in text else text
+    )
 
 
 def _walk_files(top: Path) -> Iterator[Path]:
@@ -183,7 +193,11 @@ def _read_label_csv(labels_csv: Path) -> pd.DataFrame:
     """Read the two first columns of a label file as text, header or not."""
     try:
         table = pd.read_csv(
-            labels_csv, header=None, dtype=str, keep_default_na=False, skip_blank_lines=True,
+            labels_csv,
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=True,
             sep=",",
         )
     except pd.errors.EmptyDataError:
@@ -212,7 +226,9 @@ def _index_images(images_dir: Path) -> dict[str, list[Path]]:
     return index
 
 
-def list_csv(images_dir: str | Path, labels_csv: str | Path, classes: Mapping[str, int]) -> list[Candidate]:
+def list_csv(
+    images_dir: str | Path, labels_csv: str | Path, classes: Mapping[str, int]
+) -> list[Candidate]:
     """List the files named by a label CSV (the competition's ``ImageName,Label`` format).
 
     The first two columns are read by position (further columns are ignored); the first row is a
@@ -269,4 +285,6 @@ def list_csv(images_dir: str | Path, labels_csv: str | Path, classes: Mapping[st
         else:
             cand = Candidate(matches[0], label)
         found.setdefault((str(cand.path), cand.label, cand.reason), cand)
-    return sorted(found.values(), key=lambda c: (str(c.path), c.label if c.label is not None else -1))
+    return sorted(
+        found.values(), key=lambda c: (str(c.path), c.label if c.label is not None else -1)
+    )

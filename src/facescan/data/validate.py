@@ -34,7 +34,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "label", "source", "width", "height", "format", "mode", "bytes", "sha256")
+MANIFEST_COLUMNS = (
+    "path",
+    "label",
+    "source",
+    "width",
+    "height",
+    "format",
+    "mode",
+    "bytes",
+    "sha256",
+)
 REJECTED_COLUMNS = ("path", "reason")
 
 # Threads pay off only when there is enough decoding to overlap (Pillow releases the GIL while
@@ -63,7 +73,10 @@ def _inspect_all(
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=len(paths), desc="checking images", unit="img", leave=False,
+        total=len(paths),
+        desc="checking images",
+        unit="img",
+        leave=False,
         disable=not progress or len(paths) < _PROGRESS_MIN_FILES,
     )
     with bar, warnings.catch_warnings():
@@ -181,7 +194,9 @@ def check_candidates(
     return manifest, rejected_df
 
 
-def summarise(manifest: pd.DataFrame, rejected: pd.DataFrame) -> tuple[dict[int, int], dict[str, int]]:
+def summarise(
+    manifest: pd.DataFrame, rejected: pd.DataFrame
+) -> tuple[dict[int, int], dict[str, int]]:
     """Accepted files per label (0 and 1 always present) and rejected files per reason."""
     per_label = {0: 0, 1: 0} | {int(k): int(v) for k, v in manifest["label"].value_counts().items()}
     per_reason = dict(Counter(rejected["reason"]).most_common())

@@ -75,13 +75,6 @@ def resolve_num_workers(value: int | str | None, name: str) -> int:
     return value
 
 
-def check_batch_size(value: Any, name: str) -> int:
-    """Return ``value`` when it is a positive integer; else raise ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def load_model(
     checkpoint: Mapping[str, Any],
     *,

@@ -63,6 +63,26 @@ def _split_top_level(text: str) -> list[str]:
     return items
 
 
+def _select_run(ablation: dict[str, Any], variant: str, seed: int | None) -> Any:
+    """The run ``kedro run`` would make for ``variant`` (same namespace and seed), so that the
+    two entry points share resume files and checkpoints.
+
+    Raises:
+        ValueError: when ``ablation.seeds`` lists several seeds and ``--seed`` picks none of them.
+    """
+    from facescan.pipelines.runs import VariantRun, expand_runs
+
+    runs = expand_runs({**ablation, "variants": [variant]})
+    if seed is not None:  # a seed outside ablation.seeds gets a namespace of its own
+        runs = [r for r in runs if r.seed == seed] or [
+            VariantRun(f"{variant}_seed{seed}", variant, seed)]
+    if len(runs) > 1:
+        raise ValueError(
+            f"--seed: ablation.seeds lists {[r.seed for r in runs]}; pass --seed to pick one"
+        )
+    return runs[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m facescan.training``."""
     parser = argparse.ArgumentParser(
@@ -70,9 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one facescan variant (use under torchrun for several nodes).",
     )
     parser.add_argument("--variant", required=True, help="variant key (ablation.variants)")
-    parser.add_argument("--namespace", help="run namespace (default: the variant, or "
-                        "<variant>_seed<seed> when --seed is given)")
-    parser.add_argument("--seed", type=int, help="training seed (default: training.seed)")
+    parser.add_argument("--seed", type=int, help="which of ablation.seeds to train (needed "
+                        "when it lists several; the namespace is then <variant>_seed<seed>)")
     parser.add_argument("--env", default=None, help="Kedro environment (e.g. paper)")
     parser.add_argument("--conf-source", default="conf", help="configuration folder")
     parser.add_argument("--params", action="append", default=[],
@@ -113,17 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     params = loader["parameters"]
     catalog = DataCatalog.from_config(loader["catalog"], save_version=generate_timestamp())
-    namespace = args.namespace or (args.variant if args.seed is None
-                                   else f"{args.variant}_seed{args.seed}")
+    run = _select_run(params.get("ablation") or {}, args.variant, args.seed)
     config = TrainConfig.from_params(params.get("training"))
     options = resolve_options(args.variant,
                               (params.get("ablation") or {}).get("custom_variants") or {},
                               **(params.get("model") or {}))
     checkpoint = fit(
-        namespace=namespace, variant=args.variant, model_options=options,
+        namespace=run.namespace, variant=run.variant, model_options=options,
         train_cache=catalog.load("train_cache"), val_cache=catalog.load("val_cache"),
-        config=config, input_size=int(params["preprocess"]["input_size"]), seed=args.seed,
+        config=config, input_size=int(params["preprocess"]["input_size"]), seed=run.seed,
     )
+    namespace = run.namespace
     if checkpoint is not None and not args.no_save:
         catalog.save(f"{namespace}.model", checkpoint)
         catalog.save(f"{namespace}.history", pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS)))

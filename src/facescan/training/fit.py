@@ -28,7 +28,7 @@ from facescan.training import distributed, runtime
 from facescan.training.config import TrainConfig
 from facescan.training.run_files import RunFiles
 
-__all__ = ["RunSpec", "data_fingerprint", "fit", "run_fingerprint"]
+__all__ = ["RunSpec", "check_batch_split", "data_fingerprint", "fit", "run_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class RunSpec:
         data_fingerprint: the caches' content hash (see :func:`data_fingerprint`).
         run_dir: this run's resume folder.
         provenance: :func:`facescan.provenance.collect` of the launching process.
+        finished_checked: the caller already found no finished run to reuse (single node);
+            rank 0 then only looks for a resume state.
     """
 
     namespace: str
@@ -67,6 +69,7 @@ class RunSpec:
     data_fingerprint: str
     run_dir: str
     provenance: dict[str, Any]
+    finished_checked: bool = False
 
 
 def data_fingerprint(train_cache: ImageCache, val_cache: ImageCache) -> str:
@@ -94,6 +97,20 @@ def run_fingerprint(
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_batch_split(batch_size: int, world_size: int) -> None:
+    """The global batch must split evenly across the DDP workers.
+
+    Raises:
+        ValueError: naming ``training.batch_size`` otherwise.
+    """
+    if batch_size % world_size:
+        raise ValueError(
+            f"training.batch_size ({batch_size}) is the global batch and must split evenly "
+            f"across the {world_size} DDP workers (training.distributed.nproc_per_node x nodes); "
+            f"use a multiple of {world_size}"
+        )
 
 
 def fit(
@@ -139,31 +156,32 @@ def fit(
     files = RunFiles(run_dir)
     torchrun = distributed.under_torchrun()
     try:
-        if not torchrun:  # under torchrun, rank 0 decides inside the job (nodes may not share disks)
-            if config.force:
-                if files.done.exists() or files.last.exists():
-                    logger.info("training.force is true: retraining %s from scratch", namespace)
-                files.clear()
-            else:
-                finished = files.finished(fingerprint)
-                if finished is not None:
-                    logger.info(
-                        "Skipping %s: already trained with the same configuration and data "
-                        "(best val acc %.4f at epoch %d; %s). Set training.force: true to retrain.",
-                        namespace, finished["best_val_acc"], finished["best_epoch"], files.best,
-                    )
-                    return finished
-        device = runtime.select_device(config.device)
+        # Under torchrun, rank 0 decides inside the job instead (nodes may not share disks).
+        finished = None if torchrun or config.force else files.finished(fingerprint)
+        if finished is not None:
+            logger.info(
+                "Skipping %s: already trained with the same configuration and data (best val "
+                "acc %.4f at epoch %d; %s). Set training.force: true to retrain.",
+                namespace, finished["best_val_acc"], finished["best_epoch"], files.best,
+            )
+            return finished
+        # The device type only: a CUDA context here would hold GPU memory for the whole run.
+        device = runtime.device_type(config.device)
         nproc = (distributed.dist_env().local_world_size if torchrun
                  else runtime.resolve_nproc(config.distributed.nproc_per_node, device))
+        # Configuration errors surface here, before any worker is spawned.
+        if not torchrun:
+            check_batch_split(config.batch_size, nproc)
+        from facescan.training.loop import class_weight_tensor, run_worker
+
+        class_weight_tensor(config.class_weights, train_cache.labels,
+                            int(options.get("num_classes", 2)))
         spec = RunSpec(
             namespace=namespace, variant=variant, seed=seed, model_options=options, config=config,
             train_cache=train_cache, val_cache=val_cache, input_size=int(input_size),
             fingerprint=fingerprint, data_fingerprint=data_hash, run_dir=str(run_dir),
-            provenance=provenance.collect(),
+            provenance=provenance.collect(), finished_checked=not torchrun,
         )
-        from facescan.training.loop import run_worker
-
         if torchrun or nproc == 1:
             run_worker(spec)
             if torchrun and not distributed.dist_env().primary:

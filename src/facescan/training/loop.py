@@ -25,6 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from facescan.training.distributed import (
     under_torchrun,
 )
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
-from facescan.training.fit import RunSpec
+from facescan.training.fit import RunSpec, check_batch_split
 from facescan.training.run_files import RunFiles
 
 __all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
@@ -151,12 +152,7 @@ def run_worker(spec: RunSpec) -> None:
     device = runtime.select_device(config.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if config.batch_size % env.world_size:
-        raise ValueError(
-            f"training.batch_size ({config.batch_size}) is the global batch and must split "
-            f"evenly across the {env.world_size} DDP workers (training.distributed.nproc_per_node"
-            f" x nodes); use a multiple of {env.world_size}"
-        )
+    check_batch_split(config.batch_size, env.world_size)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(runtime.threads_per_rank(config.threads, env.local_world_size))
     distributed = env.world_size > 1
@@ -171,8 +167,53 @@ def run_worker(spec: RunSpec) -> None:
         torch.set_num_threads(threads_before)
 
 
+@dataclass
+class _Progress:
+    """What the loop knows after each epoch (saved in ``last.pt``, restored on resume)."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = -math.inf
+    best_val_loss: float = math.inf
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    last_saved: int = 0  # epoch of last.pt (0: none)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        return cls(list(state["history"]), state["best_epoch"], state["best_val_acc"],
+                   state["best_val_loss"], state["bad_epochs"], state["train_seconds"],
+                   state["epoch"])
+
+    def update(self, record: dict[str, float]) -> bool:
+        """Add an epoch; True when it is the new best (higher val acc; ties: lower val loss)."""
+        self.history.append(record)
+        self.train_seconds += record["seconds"]
+        acc, loss = record["val_acc"], record["val_loss"]
+        if acc > self.best_val_acc or (acc == self.best_val_acc and loss < self.best_val_loss):
+            self.best_epoch, self.best_val_acc, self.best_val_loss = record["epoch"], acc, loss
+            self.bad_epochs = 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+@dataclass
+class _Parts:
+    """The built training objects of one rank."""
+
+    net: nn.Module  # the bare model: its state_dict is what gets saved
+    model: nn.Module  # what runs: net, compiled and/or DDP-wrapped
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    precision: runtime.Precision
+    channels_last: bool
+
+
 class _Trainer:
-    """One rank's training run; state lives here so that ``run`` reads as the recipe."""
+    """One rank's training run."""
 
     def __init__(self, spec: RunSpec, env: DistEnv, device: torch.device) -> None:
         self.spec = spec
@@ -183,14 +224,61 @@ class _Trainer:
         self.name = (spec.variant if spec.namespace == spec.variant
                      else f"{spec.variant} ({spec.namespace})")
 
-    # -- decisions ---------------------------------------------------------------------------
+    def run(self) -> None:
+        """Decide, build, train epoch by epoch, finish."""
+        cfg, env = self.cfg, self.env
+        decision = broadcast_object(self._decide() if env.primary else None)
+        if decision["skip"]:
+            return
+        state: dict[str, Any] | None = decision["state"]
+        parts = self._build(state)
+        progress = _Progress.from_state(state) if state is not None else _Progress()
+        sampler, train_loader, val_loader = self._loaders()
+        start_epoch = len(progress.history) + 1
+        if env.primary:
+            self._log_start(parts, state is not None, start_epoch)
+        # A run killed after its early stop was saved, but before it was marked done, stays
+        # stopped.
+        stopped_early = cfg.patience is not None and progress.bad_epochs >= cfg.patience
+        last_epoch = start_epoch - 1 if stopped_early else cfg.max_epochs
+        writer = self._tensorboard(start_epoch) if env.primary else None
+        try:
+            for epoch in range(start_epoch, last_epoch + 1):
+                record = self._epoch(parts, progress, sampler, train_loader, val_loader, epoch)
+                if progress.update(record) and env.primary:
+                    self.files.save_best(self._checkpoint(parts.net, progress))
+                stopped_early = broadcast_flag(
+                    cfg.patience is not None and progress.bad_epochs >= cfg.patience,
+                    self.device,
+                )
+                if env.primary:
+                    self._log_epoch(writer, record, progress)
+                    if epoch % cfg.checkpoint_every == 0 or stopped_early or epoch == last_epoch:
+                        self._save_resume(parts, progress, epoch)
+                if stopped_early:
+                    if env.primary:
+                        logger.info(
+                            "Early stop of %s at epoch %d: validation accuracy did not improve "
+                            "for %d epochs (training.patience); best %.4f at epoch %d",
+                            self.name, epoch, progress.bad_epochs, progress.best_val_acc,
+                            progress.best_epoch,
+                        )
+                    break
+            self._finish(parts, progress, stopped_early)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    # -- steps -------------------------------------------------------------------------------
     def _decide(self) -> dict[str, Any]:
         """Rank 0 reads the run folder: skip, resume from a state, or start fresh."""
         files, fp = self.files, self.spec.fingerprint
         if self.cfg.force:
+            if files.done.exists() or files.last.exists():
+                logger.info("training.force is true: retraining %s from scratch", self.name)
             files.clear()
             return {"skip": False, "state": None}
-        if files.finished(fp) is not None:
+        if not self.spec.finished_checked and files.finished(fp) is not None:
             logger.info("Skipping %s: already trained with the same configuration and data (%s)",
                         self.name, files.best)
             return {"skip": True, "state": None}
@@ -199,26 +287,20 @@ class _Trainer:
             files.clear()  # a stale best.pt must not survive into a fresh run
         return {"skip": False, "state": state}
 
-    # -- run ---------------------------------------------------------------------------------
-    def run(self) -> None:  # noqa: C901 (the recipe reads best in one place)
-        spec, cfg, env, device = self.spec, self.cfg, self.env, self.device
-        decision = broadcast_object(self._decide() if env.primary else None)
-        if decision["skip"]:
-            return
-        state: dict[str, Any] | None = decision["state"]
+    def _build(self, state: dict[str, Any] | None) -> _Parts:
+        from facescan.models import create_model
 
-        from facescan.models import count_parameters, create_model
-
+        spec, cfg, device = self.spec, self.cfg, self.device
         precision = runtime.resolve_precision(cfg.amp, device)
         channels_last = runtime.resolve_channels_last(cfg.channels_last, precision)
-        _seed_everything(spec.seed)  # same initial weights on every rank
+        _seed_everything(spec.seed)  # the same initial weights on every rank
         net = create_model(spec.model_options)
-        net.to(device=device, memory_format=torch.channels_last if channels_last
-               else torch.preserve_format)
+        net.to(device=device,
+               memory_format=torch.channels_last if channels_last else torch.preserve_format)
         if state is not None:
             net.load_state_dict(state["model"])
         model = runtime.compile_model(net, cfg.compile)
-        if env.world_size > 1:
+        if self.env.world_size > 1:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
@@ -230,25 +312,21 @@ class _Trainer:
             optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min
         )
         scaler = torch.amp.GradScaler(device.type) if precision.use_scaler else None
-
-        history: list[dict[str, float]] = []
-        best_epoch, best_acc, best_loss = 0, -math.inf, math.inf
-        bad_epochs, train_seconds, last_saved = 0, 0.0, 0
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            history = list(state["history"])
-            best_epoch, best_acc, best_loss = (state["best_epoch"], state["best_val_acc"],
-                                               state["best_val_loss"])
-            bad_epochs, train_seconds = state["bad_epochs"], state["train_seconds"]
-            last_saved = state["epoch"]
-        start_epoch = len(history) + 1
+        return _Parts(net, model, criterion, optimizer, scheduler, scaler, precision,
+                      channels_last)
 
-        per_rank = cfg.batch_size // env.world_size
-        workers = (default_num_workers(env.local_world_size) if cfg.num_workers == "auto"
-                   else int(cfg.num_workers))
+    def _loaders(self) -> tuple[DistributedSampler, Any, Any]:
+        spec, env = self.spec, self.env
+        per_rank = self.cfg.batch_size // env.world_size
+        workers = (default_num_workers(env.local_world_size) if self.cfg.num_workers == "auto"
+                   else int(self.cfg.num_workers))
+        # Shuffles by (seed, epoch) on one rank as on many (set_epoch), so a resumed epoch sees
+        # the same order.
         sampler = DistributedSampler(
             spec.train_cache,  # type: ignore[arg-type]  (only its length is used)
             num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=spec.seed,
@@ -266,110 +344,64 @@ class _Trainer:
             spec.val_cache, train=False, input_size=spec.input_size, batch_size=per_rank,
             num_workers=workers, sampler=val_shard, seed=spec.seed, persistent_workers=False,
         )
+        return sampler, train_loader, val_loader
 
-        writer = self._tensorboard(start_epoch) if env.primary else None
-        if env.primary:
-            if state is not None:
-                logger.info("Resuming %s from epoch %d (%s)", self.name, start_epoch,
-                            self.files.last)
-            logger.info(
-                "Training %s: seed %d, up to %d epochs (patience %s), %d worker(s) on %s, %s%s%s,"
-                " batch %d (%d per worker), %d train / %d val images at %d px, %.2f M parameters,"
-                " AdamW lr %g wd %g, cosine T_max %d",
-                self.name, spec.seed, cfg.max_epochs, cfg.patience, env.world_size, device,
-                precision.name, ", channels_last" if channels_last else "",
-                ", compiled" if cfg.compile else "", cfg.batch_size, per_rank,
-                len(spec.train_cache), len(spec.val_cache), spec.input_size,
-                count_parameters(net) / 1e6, cfg.lr, cfg.weight_decay, cfg.t_max,
-            )
-
-        # A run killed after its early stop was saved but before it was marked done must not
-        # train on.
-        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
-        last_epoch = start_epoch - 1 if stopped_early else cfg.max_epochs
+    def _epoch(self, parts: _Parts, progress: _Progress, sampler: DistributedSampler,
+               train_loader: Any, val_loader: Any, epoch: int) -> dict[str, float]:
+        """Train and validate one epoch; step the schedule; return the history record."""
+        spec, env = self.spec, self.env
+        start = time.perf_counter()
+        seed = _epoch_seed(spec.seed, epoch, env.rank)
+        _seed_everything(seed)
+        train_loader.generator.manual_seed(seed)
+        sampler.set_epoch(epoch)
+        lr = parts.optimizer.param_groups[0]["lr"]
         try:
-            for epoch in range(start_epoch, last_epoch + 1):
-                epoch_start = time.perf_counter()
-                seed = _epoch_seed(spec.seed, epoch, env.rank)
-                _seed_everything(seed)
-                train_loader.generator.manual_seed(seed)
-                sampler.set_epoch(epoch)
-                lr = optimizer.param_groups[0]["lr"]
-                try:
-                    train = train_one_epoch(
-                        model, criterion, train_loader, optimizer, device=device,
-                        amp_dtype=precision.dtype, scaler=scaler, channels_last=channels_last,
-                        progress=f"{spec.namespace} {epoch}/{cfg.max_epochs}"
-                        if env.primary else None,
-                    )
-                except NonFiniteLossError as exc:
-                    kept = (f"the last good checkpoint (epoch {last_saved}) is kept in "
-                            f"{self.files.folder}" if last_saved else
-                            "no epoch finished, so there is no checkpoint to keep")
-                    raise TrainingDivergedError(
-                        f"training of variant {spec.variant!r} (namespace {spec.namespace!r}) "
-                        f"diverged at epoch {epoch}, step {exc.step}: the loss is {exc.value}; "
-                        f"{kept}. Lower training.lr, set training.amp: off, or check the data."
-                    ) from exc
-                if cfg.compile and epoch == start_epoch and env.primary:
-                    logger.info("torch.compile: the first step took %.1f s (compilation included)",
-                                train["first_step_seconds"])
-                if env.world_size > 1:
-                    for buffer in net.buffers():  # evaluate (and save) rank 0's BN statistics
-                        dist.broadcast(buffer, src=0)
-                val = evaluate(model, criterion, val_loader, device=device,
-                               amp_dtype=precision.dtype, channels_last=channels_last)
-                scheduler.step()
-                seconds = time.perf_counter() - epoch_start
-                train_seconds += seconds
-                history.append({
-                    "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
-                    "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-                    "seconds": seconds, "images_per_s": train["images_per_s"],
-                })
-                improved = val["acc"] > best_acc or (val["acc"] == best_acc
-                                                     and val["loss"] < best_loss)
-                if improved:
-                    best_epoch, best_acc, best_loss, bad_epochs = epoch, val["acc"], val["loss"], 0
-                    if env.primary:
-                        self.files.save_best(self._checkpoint(
-                            net, history, best_epoch, best_acc, best_loss, train_seconds))
-                else:
-                    bad_epochs += 1
-                stop = broadcast_flag(cfg.patience is not None and bad_epochs >= cfg.patience,
-                                      device)
-                if env.primary:
-                    self._log_epoch(writer, history[-1], best_epoch, best_acc)
-                    if epoch % cfg.checkpoint_every == 0 or stop or epoch == cfg.max_epochs:
-                        self.files.save_resume({
-                            "fingerprint": spec.fingerprint, "epoch": epoch,
-                            "model": _cpu_state_dict(net),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict() if scaler is not None else None,
-                            "history": history, "best_epoch": best_epoch,
-                            "best_val_acc": best_acc, "best_val_loss": best_loss,
-                            "bad_epochs": bad_epochs, "train_seconds": train_seconds,
-                        })
-                        last_saved = epoch
-                if stop:
-                    stopped_early = True
-                    if env.primary:
-                        logger.info(
-                            "Early stop of %s at epoch %d: validation accuracy did not improve for"
-                            " %d epochs (training.patience); best %.4f at epoch %d",
-                            self.name, epoch, bad_epochs, best_acc, best_epoch,
-                        )
-                    break
-            self._finish(net, history, best_epoch, best_acc, best_loss, train_seconds,
-                         stopped_early, precision, channels_last)
-        finally:
-            if writer is not None:
-                writer.close()
+            train = train_one_epoch(
+                parts.model, parts.criterion, train_loader, parts.optimizer, device=self.device,
+                amp_dtype=parts.precision.dtype, scaler=parts.scaler,
+                channels_last=parts.channels_last,
+                progress=f"{spec.namespace} {epoch}/{self.cfg.max_epochs}" if env.primary else None,
+            )
+        except NonFiniteLossError as exc:
+            kept = (f"the last good checkpoint (epoch {progress.last_saved}) is kept in "
+                    f"{self.files.folder}" if progress.last_saved else
+                    "no epoch finished, so there is no checkpoint to keep")
+            raise TrainingDivergedError(
+                f"training of variant {spec.variant!r} (namespace {spec.namespace!r}) diverged "
+                f"at epoch {epoch}, step {exc.step}: the loss is {exc.value}; {kept}. Lower "
+                "training.lr, set training.amp: off, or check the data."
+            ) from exc
+        if self.cfg.compile and not progress.history and env.primary:
+            logger.info("torch.compile: the first step took %.1f s (compilation included)",
+                        train["first_step_seconds"])
+        if env.world_size > 1:
+            for buffer in parts.net.buffers():  # evaluate (and save) rank 0's BN statistics
+                dist.broadcast(buffer, src=0)
+        val = evaluate(parts.model, parts.criterion, val_loader, device=self.device,
+                       amp_dtype=parts.precision.dtype, channels_last=parts.channels_last)
+        parts.scheduler.step()
+        return {
+            "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
+            "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+            "seconds": time.perf_counter() - start, "images_per_s": train["images_per_s"],
+        }
 
-    # -- pieces ------------------------------------------------------------------------------
-    def _checkpoint(self, net: nn.Module, history: list[dict[str, float]], best_epoch: int,
-                    best_acc: float, best_loss: float, train_seconds: float) -> dict[str, Any]:
+    def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
+        self.files.save_resume({
+            "fingerprint": self.spec.fingerprint, "epoch": epoch,
+            "model": _cpu_state_dict(parts.net),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+            "history": progress.history, "best_epoch": progress.best_epoch,
+            "best_val_acc": progress.best_val_acc, "best_val_loss": progress.best_val_loss,
+            "bad_epochs": progress.bad_epochs, "train_seconds": progress.train_seconds,
+        })
+        progress.last_saved = epoch
+
+    def _checkpoint(self, net: nn.Module, progress: _Progress) -> dict[str, Any]:
+        """The checkpoint contract (see :mod:`facescan.training.checkpoint`)."""
         spec = self.spec
         return {
             "format": CHECKPOINT_FORMAT,
@@ -379,11 +411,11 @@ class _Trainer:
             "model_options": spec.model_options,
             "state_dict": _cpu_state_dict(net),
             "config": {**self.cfg.to_dict(), "seed": spec.seed},
-            "history": list(history),
-            "best_epoch": best_epoch,
-            "best_val_acc": best_acc,
-            "best_val_loss": best_loss,
-            "train_seconds": train_seconds,
+            "history": list(progress.history),
+            "best_epoch": progress.best_epoch,
+            "best_val_acc": progress.best_val_acc,
+            "best_val_loss": progress.best_val_loss,
+            "train_seconds": progress.train_seconds,
             "input_size": spec.input_size,
             "cache_size": spec.train_cache.size,
             "data_fingerprint": spec.data_fingerprint,
@@ -391,16 +423,13 @@ class _Trainer:
             "provenance": spec.provenance,
         }
 
-    def _finish(self, net: nn.Module, history: list[dict[str, float]], best_epoch: int,
-                best_acc: float, best_loss: float, train_seconds: float, stopped_early: bool,
-                precision: runtime.Precision, channels_last: bool) -> None:
+    def _finish(self, parts: _Parts, progress: _Progress, stopped_early: bool) -> None:
         """Check the ranks agree, complete best.pt with the whole history, mark the run done."""
         env = self.env
-        digest = _state_hash(net)
-        digests = [digest]
+        digests: list[Any] = [_state_hash(parts.net)]
         if env.world_size > 1:
-            digests = [None] * env.world_size
-            dist.all_gather_object(digests, digest)
+            mine, digests = digests[0], [None] * env.world_size
+            dist.all_gather_object(digests, mine)
             if len(set(digests)) != 1:
                 raise RuntimeError(
                     f"DDP ranks of {self.name} ended with different weights ({digests}): "
@@ -410,26 +439,45 @@ class _Trainer:
             return
         best = self.files.load_best()
         best.update(
-            history=list(history), train_seconds=train_seconds,
+            history=list(progress.history), train_seconds=progress.train_seconds,
             provenance={
                 **self.spec.provenance,
                 "runtime": {
-                    "device": str(self.device), "precision": precision.name,
-                    "channels_last": channels_last, "compile": self.cfg.compile,
+                    "device": str(self.device), "precision": parts.precision.name,
+                    "channels_last": parts.channels_last, "compile": self.cfg.compile,
                     "world_size": env.world_size, "stopped_early": stopped_early,
-                    "epochs_run": len(history),
-                    "rank_state_sha256": digests,
+                    "epochs_run": len(progress.history), "rank_state_sha256": digests,
                 },
             },
         )
         self.files.save_best(best)
         self.files.mark_done(self.spec.fingerprint, {
-            "namespace": self.spec.namespace, "best_epoch": best_epoch,
-            "best_val_acc": best_acc, "best_val_loss": best_loss, "epochs_run": len(history),
+            "namespace": self.spec.namespace, "best_epoch": progress.best_epoch,
+            "best_val_acc": progress.best_val_acc, "best_val_loss": progress.best_val_loss,
+            "epochs_run": len(progress.history),
         })
         logger.info(
             "Finished %s: best val acc %.4f (loss %.4f) at epoch %d of %d, %.1f s of training",
-            self.name, best_acc, best_loss, best_epoch, len(history), train_seconds,
+            self.name, progress.best_val_acc, progress.best_val_loss, progress.best_epoch,
+            len(progress.history), progress.train_seconds,
+        )
+
+    # -- observability -----------------------------------------------------------------------
+    def _log_start(self, parts: _Parts, resuming: bool, start_epoch: int) -> None:
+        from facescan.models import count_parameters
+
+        spec, cfg, env = self.spec, self.cfg, self.env
+        if resuming:
+            logger.info("Resuming %s from epoch %d (%s)", self.name, start_epoch, self.files.last)
+        logger.info(
+            "Training %s: seed %d, up to %d epochs (patience %s), %d worker(s) on %s, %s%s%s, "
+            "batch %d (%d per worker), %d train / %d val images at %d px, %.2f M parameters, "
+            "AdamW lr %g wd %g, cosine T_max %d",
+            self.name, spec.seed, cfg.max_epochs, cfg.patience, env.world_size, self.device,
+            parts.precision.name, ", channels_last" if parts.channels_last else "",
+            ", compiled" if cfg.compile else "", cfg.batch_size, cfg.batch_size // env.world_size,
+            len(spec.train_cache), len(spec.val_cache), spec.input_size,
+            count_parameters(parts.net) / 1e6, cfg.lr, cfg.weight_decay, cfg.t_max,
         )
 
     def _tensorboard(self, start_epoch: int) -> Any:
@@ -441,18 +489,17 @@ class _Trainer:
         if start_epoch == 1:  # a fresh run: curves of an earlier run would mix with its own
             for old in folder.glob("events.out.tfevents.*"):
                 old.unlink()
-        # On resume, purge_step drops events logged after the resumed epoch by the killed run.
+        # On resume, purge_step drops what the killed run logged after its last checkpoint.
         return SummaryWriter(str(folder), purge_step=start_epoch if start_epoch > 1 else None)
 
-    def _log_epoch(self, writer: Any, record: dict[str, float], best_epoch: int,
-                   best_acc: float) -> None:
+    def _log_epoch(self, writer: Any, record: dict[str, float], progress: _Progress) -> None:
         epoch = int(record["epoch"])
         logger.info(
             "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
             "%.1f s, %.0f img/s | best %.4f at epoch %d",
             self.name, epoch, self.cfg.max_epochs, record["train_loss"], record["train_acc"],
             record["val_loss"], record["val_acc"], record["lr"], record["seconds"],
-            record["images_per_s"], best_acc, best_epoch,
+            record["images_per_s"], progress.best_val_acc, progress.best_epoch,
         )
         if writer is None:
             return

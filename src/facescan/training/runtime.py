@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from facescan.data.loader import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +37,6 @@ class Precision:
     def name(self) -> str:
         """``bf16``, ``fp16`` or ``fp32``."""
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
-
-
-def cpu_count() -> int:
-    """CPU cores this process may use (affinity and cgroup masks respected where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)
@@ -68,6 +61,25 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def device_type(requested: str = "auto") -> str:
+    """``cpu`` or ``cuda`` for ``training.device``, without creating a CUDA context.
+
+    Raises:
+        ValueError: for an unknown value, or ``cuda`` on a machine where torch sees no GPU.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"training.device: expected auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "training.device is 'cuda' but torch sees no CUDA GPU on this machine "
+            "(torch.cuda.is_available() is False): set training.device to auto or cpu, "
+            "or install a CUDA build of torch and check CUDA_VISIBLE_DEVICES."
+        )
+    return "cuda"
+
+
 def select_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
     """The device for this process.
 
@@ -79,18 +91,11 @@ def select_device(requested: str = "auto", local_rank: int | None = None) -> tor
         ``cpu`` or ``cuda:<index>``.
 
     Raises:
-        ValueError: for an unknown value, or ``cuda`` on a machine where torch sees no GPU.
+        ValueError: for an unknown value, ``cuda`` on a machine where torch sees no GPU, or a
+            worker without a GPU of its own.
     """
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"training.device: expected auto, cpu or cuda, got {requested!r}")
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+    if device_type(requested) == "cpu":
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            "training.device is 'cuda' but torch sees no CUDA GPU on this machine "
-            "(torch.cuda.is_available() is False): set training.device to auto or cpu, "
-            "or install a CUDA build of torch and check CUDA_VISIBLE_DEVICES."
-        )
     index = local_rank if local_rank is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise ValueError(
@@ -121,7 +126,10 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     if amp == "off":
         return Precision(None, False)
     if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
+        # Native bf16 only (Ampere and later): torch would otherwise report the emulated,
+        # slow bf16 of older GPUs (V100, T4) as supported, where fp16 + GradScaler is the choice.
+        with torch.cuda.device(device):
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
         if amp == "bf16" and not bf16:
             raise ValueError(
                 f"training.amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
@@ -151,31 +159,20 @@ def resolve_channels_last(setting: bool | str, precision: Precision) -> bool:
 def threads_per_rank(setting: int | str, ranks: int) -> int:
     """Intra-op threads for one worker: ``auto`` = cores // ranks, so ranks never oversubscribe."""
     if setting == "auto":
-        return max(1, cpu_count() // max(1, ranks))
+        return max(1, usable_cores() // max(1, ranks))
     return int(setting)
 
 
-def workers_per_rank(setting: int | str, ranks: int, device: torch.device) -> int:
-    """DataLoader worker processes for one rank.
+def resolve_nproc(setting: int | str, device: str) -> int:
+    """Workers on this node for ``device`` (``cpu``/``cuda``): ``auto`` = one per GPU, one on CPU.
 
-    ``auto``: none on a machine with two cores or fewer (decoding is already done: a batch is a
-    memmap slice plus tensor augmentations, and worker processes would steal the cores the model
-    needs); otherwise what the cores leave after one per rank, capped at 8 per rank.
+    Raises:
+        ValueError: naming ``training.distributed.nproc_per_node`` when it asks for more workers
+            than there are GPUs.
     """
-    if setting != "auto":
-        return int(setting)
-    spare = cpu_count() - max(1, ranks)
-    if cpu_count() <= 2 or spare <= 0:
-        return 0
-    per_rank = spare // max(1, ranks)
-    return max(0, min(8, per_rank if device.type == "cuda" else per_rank // 2))
-
-
-def resolve_nproc(setting: int | str, device: torch.device) -> int:
-    """Workers on this node: ``auto`` = one per GPU, one on CPU."""
     if setting == "auto":
-        return max(1, gpu_count()) if device.type == "cuda" else 1
-    if device.type == "cuda" and int(setting) > gpu_count():
+        return max(1, gpu_count()) if device == "cuda" else 1
+    if device == "cuda" and int(setting) > gpu_count():
         raise ValueError(
             f"training.distributed.nproc_per_node: {setting} workers asked for but only "
             f"{gpu_count()} GPU(s) are visible; use at most one worker per GPU"

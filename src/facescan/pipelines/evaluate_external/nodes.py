@@ -19,6 +19,7 @@ from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import json_ready
 from facescan.evaluation.scoring import load_model, resolve_num_workers, score_cache
 from facescan.pipelines.evaluation.nodes import summarise_scores
+from facescan.pipelines.ingestion.nodes import ingest_images
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,24 @@ def _describe(data: dict[str, Any]) -> dict[str, Any]:
     if source.get("type") == "synthetic":
         source["synthetic"] = dict(data.get("synthetic") or {})
     return json_ready(source)
+
+
+def ingest_external_images(
+    external_data: dict[str, Any], preprocess: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ingestion node on the external source; its errors name ``external.*`` parameters.
+
+    Returns:
+        ``external_manifest`` and ``external_rejected_images``, as ``image_manifest`` and
+        ``rejected_images`` for the training data.
+    """
+    try:
+        return ingest_images(external_data, preprocess)
+    except (ValueError, FileNotFoundError) as err:
+        if type(err) not in (ValueError, FileNotFoundError):
+            raise
+        message = str(err).replace("data.source", "external.source")
+        raise type(err)(message.replace("data.synthetic", "external.synthetic")) from err
 
 
 def tag_external_split(external_manifest: pd.DataFrame) -> pd.DataFrame:

@@ -11,12 +11,12 @@ import functools
 
 from kedro.pipeline import Node, Pipeline
 
-from facescan.pipelines.ingestion.nodes import ingest_images
 from facescan.pipelines.preprocess.nodes import cache_split
 from facescan.pipelines.runs import VariantRun
 
 from .nodes import (
     evaluate_external,
+    ingest_external_images,
     resolve_external_data,
     stamp_external_source,
     tag_external_split,
@@ -31,7 +31,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
         [
             Node(resolve_external_data, inputs=["params:data", "params:external"],
                  outputs="external_data", name="resolve_external_data"),
-            Node(ingest_images, inputs=["external_data", "params:preprocess"],
+            Node(ingest_external_images, inputs=["external_data", "params:preprocess"],
                  outputs=["external_manifest", "external_rejected_images"],
                  name="ingest_external_images"),
             Node(tag_external_split, inputs="external_manifest",

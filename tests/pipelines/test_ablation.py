@@ -1,0 +1,142 @@
+"""The whole ``ablation`` pipeline (data -> training -> evaluation -> reporting) through Kedro.
+
+One run in the test environment (2 variants, tiny synthetic data, 1 epoch) is shared by the
+assertions; a short run on faces-a (when present) checks real images give finite AUCs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from facescan.evaluation.report import manifest_hash
+from facescan.evaluation.tables import TABLE_COLUMNS
+from tests.conftest import LAYERS, REPO, run_kedro
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ["resnet50", "aspp_crossscan_vit"]  # conf/test/parameters_ablation.yml
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# On top of conf/test: one epoch, fp32 (the fastest on a small CPU, and deterministic).
+QUICK = {
+    "training": {"max_epochs": 1, "amp": "off"},
+    "evaluation": {"amp": "off"},
+    "data": {"synthetic": {"n_images": 40}},
+}
+
+
+def _project_copy(root: Path) -> Path:
+    """The conftest ``kedro_project`` layout, for a module-scoped run."""
+    project = root / "project"
+    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()
+    for layer in LAYERS:
+        (project / "data" / layer).mkdir(parents=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A project copy after ``kedro run --pipelines ablation --env test`` (shared by the tests)."""
+    project = _project_copy(tmp_path_factory.mktemp("ablation"))
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        run_kedro(project, ["ablation"], params=QUICK)
+        yield project
+    finally:
+        os.chdir(cwd)
+
+
+def _only_version(folder: Path) -> Path:
+    """The file inside a versioned dataset folder ``<name>/<timestamp>/<name>``."""
+    versions = sorted(folder.iterdir())
+    assert len(versions) == 1, versions
+    return versions[0] / folder.name
+
+
+def test_every_run_output_is_written(ablation: Path) -> None:
+    data = ablation / "data"
+    for ns in VARIANTS:
+        assert _only_version(data / "06_models" / ns / "model.pt").is_file()
+        out = data / "07_model_output" / ns
+        for name in ("metrics.json", "test_predictions.csv", "history.csv", "robustness.csv"):
+            assert (out / name).is_file(), f"{ns}/{name}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["namespace"] == ns and metrics["best_epoch"] == 1
+        assert metrics["gflops"] > 0 and metrics["images_per_s"] > 0
+
+
+def test_ablation_table_csv_and_markdown(ablation: Path) -> None:
+    reporting = ablation / "data" / "08_reporting"
+    table = pd.read_csv(_only_version(reporting / "ablation_table.csv"))
+    assert list(table.columns[: len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
+    assert table["variant"].tolist() == VARIANTS
+    for ns, row in zip(VARIANTS, table.itertuples(), strict=True):
+        metrics = json.loads((ablation / "data" / "07_model_output" / ns / "metrics.json")
+                             .read_text())
+        assert row.acc == pytest.approx(metrics["acc"]) and row.loss == pytest.approx(
+            metrics["loss"])
+        assert row.acc_ci_low <= row.acc <= row.acc_ci_high
+    assert pd.isna(table.loc[0, "mcnemar_p"]) and 0 < table.loc[1, "mcnemar_p"] <= 1
+    md = _only_version(reporting / "ablation_table.md").read_text()
+    assert "| variant | acc | loss |" in md and "aspp_crossscan_vit vs resnet50" in md
+    robustness = pd.read_csv(_only_version(reporting / "robustness_table.csv"))
+    assert set(robustness["variant"]) == set(VARIANTS) and len(robustness) == 2 * 7
+
+
+def test_plots_are_png_files(ablation: Path) -> None:
+    folder = _only_version(ablation / "data" / "08_reporting" / "ablation_plots")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["accuracy_ci.png", "accuracy_vs_gflops.png", "confusion_matrices.png",
+                     "robustness.png", "roc_curves.png", "training_curves.png"]
+    assert all((folder / n).read_bytes().startswith(PNG) for n in names)
+
+
+def test_html_report_holds_table_plots_data_and_provenance(ablation: Path) -> None:
+    html = (ablation / "data" / "08_reporting" / "ablation_report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 6 and all(base64.b64decode(i).startswith(PNG) for i in images)
+    assert 'id="ablation-table"' in html and all(v in html for v in VARIANTS)
+    split = pd.read_parquet(ablation / "data" / "03_primary" / "split_manifest.parquet")
+    assert manifest_hash(split) in html
+    for text in ("Caveats", "synthetic demo", "Wall time per stage", "training", "torch",
+                 "git_commit", "Robustness"):
+        assert text in html, text
+
+
+def test_reporting_alone_rebuilds_from_saved_outputs(ablation: Path) -> None:
+    os.chdir(ablation)
+    run_kedro(ablation, ["reporting"], params=QUICK)
+    versions = list((ablation / "data" / "08_reporting" / "ablation_table.csv").iterdir())
+    assert len(versions) == 2  # versioned: the first table is kept
+
+
+@pytest.mark.faces_a
+def test_faces_a_short_run_gives_finite_aucs(faces_a: Path, kedro_project: Path) -> None:
+    params = {
+        "data": {"source": {"type": "folder", "path": str(faces_a)}},
+        "ablation": {"variants": ["resnet50", "se_resnet50"]},
+        "training": {"max_epochs": 1, "amp": "off", "batch_size": 32},
+        "evaluation": {"amp": "off", "batch_size": 64, "robustness": {"enabled": False}},
+    }
+    run_kedro(kedro_project, ["ablation"], params=params)
+    table = pd.read_csv(_only_version(kedro_project / "data" / "08_reporting" /
+                                      "ablation_table.csv"))
+    assert table["variant"].tolist() == ["resnet50", "se_resnet50"]
+    assert table["auc"].notna().all() and table["auc"].between(0, 1).all()
+    assert (table["acc_ci_high"] - table["acc_ci_low"]).gt(0).all()
+    metrics = json.loads((kedro_project / "data" / "07_model_output" / "resnet50" /
+                          "metrics.json").read_text())
+    assert (metrics["n_real"], metrics["n_fake"]) == (120, 40)  # 20% of 600 / 200

@@ -1,0 +1,102 @@
+"""The reporting pipeline on an in-memory catalog (SequentialRunner), from fabricated runs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from matplotlib.figure import Figure
+
+from facescan.pipelines.reporting import create_pipeline
+from facescan.pipelines.runs import VariantRun, expand_runs
+from tests.evaluation.helpers import LABELS, PATHS, fake_run
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, to inspect intermediate outputs afterwards."""
+
+    def _release(self) -> None:
+        pass
+
+
+PARAMETERS = {
+    "data": {"source": {"type": "synthetic"}},
+    "ablation": {"variants": ["resnet50", "vit"], "seeds": [0, 1], "baseline": "resnet50"},
+    "evaluation": {"bootstrap": {"n_resamples": 100}},
+    "training": {"max_epochs": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict:
+    runs = expand_runs(PARAMETERS["ablation"])
+    assert [r.namespace for r in runs] == ["resnet50_seed0", "resnet50_seed1", "vit_seed0",
+                                          "vit_seed1"]
+    wrong = {"resnet50": (12, 10), "vit": (2, 3)}
+    datasets = {}
+    for run in runs:
+        result = fake_run(run.variant, run.seed, wrong[run.variant][run.seed])
+        for kind, value in (("metrics", result.metrics), ("test_predictions", result.predictions),
+                            ("history", result.history), ("robustness", result.robustness)):
+            datasets[f"{run.namespace}.{kind}"] = MemoryDataset(value)
+    split = pd.DataFrame({"path": PATHS, "label": LABELS, "split": "test",
+                          "sha256": [f"{i:064x}" for i in range(len(PATHS))]})
+    datasets.update(
+        split_manifest=MemoryDataset(split),
+        rejected_images=MemoryDataset(pd.DataFrame({"path": ["/x.jpg"], "reason": ["zero bytes"]})),
+        stage_timings=MemoryDataset({"training": 30.0, "evaluation": 4.0}),
+        parameters=MemoryDataset(PARAMETERS),
+        **{f"params:{k}": MemoryDataset(v) for k, v in PARAMETERS.items()},
+    )
+    for name in ("ablation_table", "ablation_table_md", "ablation_plots", "ablation_report",
+                 "robustness_table"):
+        datasets[name] = KeptDataset(copy_mode="assign")
+    catalog = DataCatalog(datasets=datasets)
+    SequentialRunner().run(create_pipeline(runs), catalog)
+    return {name: catalog.load(name) for name in ("ablation_table", "ablation_table_md",
+                                                   "ablation_plots", "ablation_report",
+                                                   "robustness_table")}
+
+
+def test_table_has_one_row_per_variant_with_seed_spread(outputs) -> None:
+    table = outputs["ablation_table"]
+    assert table["variant"].tolist() == ["resnet50", "vit"]
+    assert list(table.columns[:3]) == ["variant", "acc", "loss"]
+    assert table.loc[0, "acc"] == pytest.approx((48 / 60 + 50 / 60) / 2)
+    assert table.loc[0, "acc_std"] == pytest.approx(np.std([48 / 60, 50 / 60], ddof=1))
+    assert table["n_seeds"].tolist() == [2, 2]
+    # McNemar uses the first seed: vit_seed0 fixes 10 of resnet50_seed0's 12 errors.
+    assert table.loc[1, "mcnemar_p"] == pytest.approx(2 * 0.5**10)
+
+
+def test_markdown_has_the_table_and_the_remarks(outputs) -> None:
+    md = outputs["ablation_table_md"]
+    assert md.startswith("# Ablation table")
+    assert re.search(r"^\| variant \| acc \| loss \| auc", md, re.M)
+    assert "± " in md and "vit vs resnet50" in md
+
+
+def test_plots_are_figures_named_as_png(outputs) -> None:
+    plots = outputs["ablation_plots"]
+    assert sorted(plots) == ["accuracy_ci.png", "accuracy_vs_gflops.png", "confusion_matrices.png",
+                             "robustness.png", "roc_curves.png", "training_curves.png"]
+    assert all(isinstance(f, Figure) for f in plots.values())
+
+
+def test_report_embeds_table_plots_and_caveats(outputs) -> None:
+    html = outputs["ablation_report"]
+    assert html.count('src="data:image/png;base64,') == 6
+    assert 'id="ablation-table"' in html and "vit_seed1" in html
+    assert "synthetic demo" in html and "60 images" in html
+    assert "zero bytes" in html  # the rejected file's reason
+    assert re.search(r"Wall time per stage</h3>.*<td>training</td>\s*<td>30\.0+</td>", html, re.S)
+    assert outputs["robustness_table"]["variant"].unique().tolist() == ["resnet50", "vit"]
+
+
+def test_reporting_of_no_runs_is_empty() -> None:
+    assert len(create_pipeline([]).nodes) == 0
+    assert len(create_pipeline([VariantRun("a", "a", None)]).nodes) == 5
