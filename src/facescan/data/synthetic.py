@@ -53,6 +53,7 @@ GENERATOR_VERSION = 1
 _STAMP = ".facescan_synthetic.json"
 # Calibration (docs/data.md gives the measured effect): (a, b) pairs are ranges or a + b * difficulty.
 _TRACE_SHARE = 0.9  # share of the fakes' fine-detail variance that is periodic trace, at difficulty 0
+_EARLY_SHARE = 0.5  # share of the trace variance from the earlier up-sampling stage
 _SHOT = (0.0004, 0.0012)  # sensor shot-noise variance per unit signal
 _READ = (0.003, 0.008)  # sensor read-noise std
 _LENS = (0.4, 0.8)  # lens blur sigma (px) ...
@@ -319,6 +320,15 @@ def _jpeg(pixels: np.ndarray, rng: np.random.Generator, difficulty: float) -> by
     return buf.getvalue()
 
 
+def _upsample(low: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """x2 up-sampling by zero insertion and a kernel: (s, s, 3) -> (2s, 2s, 3)."""
+    up = np.zeros((2 * low.shape[0], 2 * low.shape[1], 3), dtype=np.float32)
+    up[::2, ::2] = low
+    for ch in range(3):
+        up[..., ch] = ndimage.convolve(up[..., ch], kernel, mode="mirror")
+    return up
+
+
 def render_real(seed: int, index: int, size: int, difficulty: float) -> np.ndarray:
     """The ``index``-th real image before JPEG: a scene through a simulated camera.
 
@@ -372,20 +382,24 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     # per-layer noise inputs of StyleGAN-like generators).
     low = low + rng.normal(0.0, rng.uniform(*_GEN_NOISE), low.shape).astype(np.float32)
 
-    # Zero insertion: (s, s, 3) -> (2s, 2s, 3) with the samples on the even grid, then a kernel.
-    up = np.zeros((2 * low_size, 2 * low_size, 3), dtype=np.float32)
-    up[::2, ::2] = low
     base = _BILINEAR4 if rng.random() < 0.5 else _BILINEAR3
-    # A zero-sum perturbation of the interpolation kernel: the mean brightness is kept, but the
-    # four output phases get unequal gains, a checkerboard proportional to the local signal.
+    # The generator's earlier x2 stage (half -> this resolution) leaves its own phase-gain pattern
+    # on the half-resolution image: period 2 here, period 4 in the output.
+    gains = rng.normal(0.0, 1.0, (2, 2)).astype(np.float32)
+    gains -= gains.mean()
+    early = low * np.tile(gains, (low_size // 2 + 1, low_size // 2 + 1))[:low_size, :low_size, None]
+    # The last x2 stage: zero insertion, then the interpolation kernel plus a zero-sum perturbation.
+    # The mean brightness is kept, but the four output phases get unequal gains: a checkerboard
+    # proportional to the local signal.
     perturb = rng.normal(0.0, 1.0, base.shape).astype(np.float32)
     perturb -= perturb.mean()
-    smooth = np.empty_like(up)
-    trace = np.empty_like(up)
-    for ch in range(3):
-        smooth[..., ch] = ndimage.convolve(up[..., ch], base, mode="mirror")
-        trace[..., ch] = ndimage.convolve(up[..., ch], perturb, mode="mirror")
-    smooth, trace = smooth[:size, :size], trace[:size, :size]
+    smooth = _upsample(low, base)[:size, :size]
+    late = _upsample(low, perturb)[:size, :size]
+    early = _upsample(early, base)[:size, :size]
+    trace = (
+        np.sqrt(_EARLY_SHARE) * early / max(float(early.std()), 1e-8)
+        + np.sqrt(1.0 - _EARLY_SHARE) * late / max(float(late.std()), 1e-8)
+    )
     # Fine detail (trace + full-resolution noise) has one total level whatever the difficulty, so
     # the JPEG size says nothing about the label; the difficulty only moves it from trace to noise.
     detail = rng.uniform(*_FAKE_DETAIL)
@@ -482,7 +496,7 @@ def generate_synthetic(output_dir: str | Path, spec: SyntheticSpec, progress: bo
     for label, k in tqdm(jobs, desc="synthetic images", disable=not progress, leave=False):
         data = synthesize(spec.seed, label, k, spec.size, spec.difficulty)
         target = root / CLASS_DIRS[label] / f"{k:05d}.jpg"
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f".{target.name}.tmp")  # hidden: ignored by the folder source
         tmp.write_bytes(data)
         os.replace(tmp, target)
     keep = set(names)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 import yaml
 
 logger = logging.getLogger("facescan.training")
+
+_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -43,7 +46,11 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
             *parents, leaf = key.strip().split(".")
             for part in parents:
                 node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value) if value.strip() else None
+            parsed = yaml.safe_load(value) if value.strip() else None
+            # YAML 1.1 reads 1e-3 (no dot) as text; Kedro's --params reads it as a number.
+            if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+                parsed = float(parsed)
+            node[leaf] = parsed
     return nested
 
 
