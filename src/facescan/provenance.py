@@ -17,8 +17,17 @@ from typing import Any
 
 __all__ = ["collect"]
 
-_PACKAGES = ("facescan", "torch", "torchvision", "kedro", "kedro-datasets", "numpy", "pillow",
-             "scikit-learn", "pandas")
+_PACKAGES = (
+    "facescan",
+    "torch",
+    "torchvision",
+    "kedro",
+    "kedro-datasets",
+    "numpy",
+    "pillow",
+    "scikit-learn",
+    "pandas",
+)
 _UNKNOWN = "unknown"
 
 
@@ -32,8 +41,12 @@ def _safe(fn: Callable[[], Any], default: Any = _UNKNOWN) -> Any:
 
 def _git(*args: str) -> str:
     out = subprocess.run(
-        ["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-        timeout=2, check=True,
+        ["git", *args],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=2,
+        check=True,
     )
     return out.stdout.strip()
 
@@ -55,8 +68,11 @@ def _gpus() -> list[str]:
     # Asking torch would create a CUDA context in this process (memory on GPU 0 for the whole
     # run, before DDP workers start); nvidia-smi answers without one.
     out = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-        text=True, timeout=2, check=True,
+        ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=2,
+        check=True,
     )
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 

@@ -21,13 +21,21 @@ def test_one_namespaced_node_per_run_sharing_caches_and_parameters() -> None:
     assert set(nodes) == {f"{r.namespace}.train_model" for r in runs}
     node = nodes["vit_seed2.train_model"]
     assert node.namespace == "vit_seed2"
-    assert node.inputs == ["train_cache", "val_cache", "params:training", "params:model",
-                           "params:ablation", "params:preprocess"]
+    assert node.inputs == [
+        "train_cache",
+        "val_cache",
+        "params:training",
+        "params:model",
+        "params:ablation",
+        "params:preprocess",
+    ]
     assert node.outputs == ["vit_seed2.model", "vit_seed2.history"]
     assert node.func.keywords == {"namespace": "vit_seed2", "variant": "vit", "seed": 2}
     assert node.func.__name__ == "train_model"  # kedro-viz shows the real function
     assert create_pipeline([]).nodes == []
-    assert create_pipeline([VariantRun("a", "resnet50", None)]).nodes[0].func.keywords["seed"] is None
+    assert (
+        create_pipeline([VariantRun("a", "resnet50", None)]).nodes[0].func.keywords["seed"] is None
+    )
 
 
 @pytest.mark.slow
@@ -35,7 +43,7 @@ def test_kedro_run_trains_one_namespace_then_reuses_it(kedro_project: Path) -> N
     inputs = kedro_project / "data" / "05_model_input"
     make_cache(inputs / "train", 16, seed=0)
     make_cache(inputs / "val", 8, seed=1)
-    params = {"training": {"max_epochs": 1, "threads": 1}}  # as `--params training.max_epochs=1`
+    params = {"training.max_epochs": 1, "training.threads": 1}
 
     run_kedro(kedro_project, ["training"], params=params, namespaces=["resnet50"])
 
@@ -45,8 +53,16 @@ def test_kedro_run_trains_one_namespace_then_reuses_it(kedro_project: Path) -> N
     assert ckpt["seed"] == 0  # conf/test ablation.seeds
     assert (ckpt["input_size"], ckpt["cache_size"]) == (32, 40)
     history = pd.read_csv(kedro_project / "data/07_model_output/resnet50/history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                                     "lr", "seconds", "images_per_s"]
+    assert list(history.columns) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "lr",
+        "seconds",
+        "images_per_s",
+    ]
     assert history["epoch"].tolist() == [1]
     assert not (kedro_project / "data/06_models/aspp_crossscan_vit").exists()  # not asked for
     assert (kedro_project / "data/06_models/_resume/resnet50/done.json").is_file()
@@ -61,6 +77,11 @@ def test_kedro_run_trains_one_namespace_then_reuses_it(kedro_project: Path) -> N
     assert again["provenance"]["created_utc"] == ckpt["provenance"]["created_utc"]
 
     # --only-missing-outputs sees the versioned checkpoint and does not even run the node.
-    run_kedro(kedro_project, ["training"], params=params, namespaces=["resnet50"],
-              only_missing_outputs=True)
+    run_kedro(
+        kedro_project,
+        ["training"],
+        params=params,
+        namespaces=["resnet50"],
+        only_missing_outputs=True,
+    )
     assert len(list((kedro_project / "data/06_models/resnet50/model.pt").iterdir())) == 2

@@ -31,8 +31,9 @@ def make_cache(path: Path, n: int, seed: int, size: int = SIZE) -> ImageCache:
         np.clip(rng.normal(80 + 90 * y, 30, (3, size, size)), 0, 255).astype(np.uint8)
         for y in labels
     ]
-    stream = ImageStream(size, labels, [f"/img/{seed}/{i}.png" for i in range(n)],
-                         lambda: iter(images))
+    stream = ImageStream(
+        size, labels, [f"/img/{seed}/{i}.png" for i in range(n)], lambda: iter(images)
+    )
     return write_cache(path, stream)
 
 
@@ -50,9 +51,15 @@ class TinyNet(nn.Module):
         super().__init__()
         self.options = dict(options)
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.1),
         )
         self.head = nn.Linear(8, int(options.get("num_classes", 2)))
 
@@ -75,9 +82,17 @@ TINY_OPTIONS = {"num_classes": 2, "tiny": True}
 def make_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
     """A fast, deterministic config writing its side files under ``tmp_path``."""
     params: dict[str, Any] = {
-        "max_epochs": 3, "batch_size": 8, "lr": 1e-2, "t_max": 3, "patience": 5, "seed": 0,
-        "amp": "off", "num_workers": 0, "threads": 1,
-        "resume_dir": str(tmp_path / "resume"), "tensorboard_dir": str(tmp_path / "tb"),
+        "max_epochs": 3,
+        "batch_size": 8,
+        "lr": 1e-2,
+        "t_max": 3,
+        "patience": 5,
+        "seed": 0,
+        "amp": "off",
+        "num_workers": 0,
+        "threads": 1,
+        "resume_dir": str(tmp_path / "resume"),
+        "tensorboard_dir": str(tmp_path / "tb"),
     }
     params.update(overrides)
     return TrainConfig.from_params(params)

@@ -22,12 +22,32 @@ def checkpoint_of(variant: str, model: torch.nn.Module | None = None) -> dict:
     options = resolve_options(variant, **SMALL)
     model = model if model is not None else create_model(options)
     return {
-        "format": CHECKPOINT_FORMAT, "namespace": variant, "variant": variant, "seed": 0,
-        "model_options": options, "state_dict": model.state_dict(), "config": {"lr": 2e-4},
-        "history": [{"epoch": 1, "train_loss": 0.7, "train_acc": 0.5, "val_loss": 0.69,
-                     "val_acc": 0.5, "lr": 2e-4, "seconds": 1.0, "images_per_s": 32.0}],
-        "best_epoch": 1, "best_val_acc": 0.5, "best_val_loss": 0.69, "train_seconds": 1.0,
-        "input_size": 32, "cache_size": 40, "data_fingerprint": "abc",
+        "format": CHECKPOINT_FORMAT,
+        "namespace": variant,
+        "variant": variant,
+        "seed": 0,
+        "model_options": options,
+        "state_dict": model.state_dict(),
+        "config": {"lr": 2e-4},
+        "history": [
+            {
+                "epoch": 1,
+                "train_loss": 0.7,
+                "train_acc": 0.5,
+                "val_loss": 0.69,
+                "val_acc": 0.5,
+                "lr": 2e-4,
+                "seconds": 1.0,
+                "images_per_s": 32.0,
+            }
+        ],
+        "best_epoch": 1,
+        "best_val_acc": 0.5,
+        "best_val_loss": 0.69,
+        "train_seconds": 1.0,
+        "input_size": 32,
+        "cache_size": 40,
+        "data_fingerprint": "abc",
         "provenance": {"git_commit": "unknown", "gpus": []},
     }
 
@@ -39,8 +59,9 @@ def trained() -> tuple[torch.nn.Module, dict]:
     return model, checkpoint_of("aspp_crossscan_vit", model)
 
 
-def test_round_trip_through_the_catalog_reloads_into_create_model(kedro_project: Path,
-                                                                  trained) -> None:
+def test_round_trip_through_the_catalog_reloads_into_create_model(
+    kedro_project: Path, trained
+) -> None:
     model, ckpt = trained
     catalog = load_catalog(kedro_project)
     catalog.save("aspp_crossscan_vit.model", ckpt)
@@ -58,12 +79,16 @@ def test_round_trip_through_the_catalog_reloads_into_create_model(kedro_project:
 
 def test_a_checkpoint_of_another_variant_is_refused_naming_both(trained) -> None:
     _, ckpt = trained
-    with pytest.raises(ValueError, match="another variant: it holds 'aspp_crossscan_vit', "
-                                         "expected 'resnet50'"):
+    with pytest.raises(
+        ValueError, match="another variant: it holds 'aspp_crossscan_vit', expected 'resnet50'"
+    ):
         model_from_checkpoint(ckpt, expected_variant="resnet50")
     mixed = {**ckpt, "model_options": resolve_options("resnet50", **SMALL)}
-    with pytest.raises(ValueError, match="another variant: its weights \\(variant "
-                                         "'aspp_crossscan_vit'\\) do not fit .*'resnet50'"):
+    with pytest.raises(
+        ValueError,
+        match="another variant: its weights \\(variant "
+        "'aspp_crossscan_vit'\\) do not fit .*'resnet50'",
+    ):
         model_from_checkpoint(mixed)
 
 

@@ -17,20 +17,35 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("env", ["base", "test", "paper"])
 def test_shipped_configurations_validate(env: str) -> None:
     base = yaml.safe_load((REPO / "conf/base/parameters_training.yml").read_text())["training"]
-    files = {"base": [], "test": ["conf/test/parameters_training.yml"],
-             "paper": ["conf/paper/parameters.yml"]}[env]
+    files = {
+        "base": [],
+        "test": ["conf/test/parameters_training.yml"],
+        "paper": ["conf/paper/parameters.yml"],
+    }[env]
     params = dict(base)
     for f in files:
         params.update(yaml.safe_load((REPO / f).read_text())["training"])
     config = TrainConfig.from_params(params)
     if env == "base":
-        assert (config.lr, config.weight_decay, config.t_max, config.eta_min, config.patience,
-                config.batch_size) == (2e-4, 1e-4, 60, 1e-6, 20, 32)
+        assert (
+            config.lr,
+            config.weight_decay,
+            config.t_max,
+            config.eta_min,
+            config.patience,
+            config.batch_size,
+        ) == (2e-4, 1e-4, 60, 1e-6, 20, 32)
 
 
 def test_defaults_and_conversions() -> None:
-    config = TrainConfig.from_params({"lr": "3e-4", "amp": False, "class_weights": [1, "2.5"],
-                                      "distributed": {"nproc_per_node": 2}})
+    config = TrainConfig.from_params(
+        {
+            "lr": "3e-4",
+            "amp": False,
+            "class_weights": [1, "2.5"],
+            "distributed": {"nproc_per_node": 2},
+        }
+    )
     assert config.lr == 3e-4  # YAML 1.1 reads 3e-4 as a string
     assert config.amp == "off"  # YAML reads a bare `off` as false
     assert config.class_weights == (1.0, 2.5)

@@ -19,11 +19,23 @@ def test_two_gloo_workers_train_in_lockstep_and_rank0_writes_one_checkpoint(tmp_
     # 16 train images, global batch 8 split 4 + 4: two steps per epoch on each rank.
     train = make_cache(tmp_path / "train", 16, seed=2)
     val = make_cache(tmp_path / "val", 6, seed=3)  # shards of 3 + 3, no padding
-    config = make_config(tmp_path, max_epochs=2, t_max=2, lr=2e-4, threads="auto",
-                         distributed={"nproc_per_node": 2, "timeout_s": 120})
-    ckpt = fit(namespace="resnet50", variant="resnet50",
-               model_options=resolve_options("resnet50", **SMALL), train_cache=train,
-               val_cache=val, config=config, input_size=INPUT)
+    config = make_config(
+        tmp_path,
+        max_epochs=2,
+        t_max=2,
+        lr=2e-4,
+        threads="auto",
+        distributed={"nproc_per_node": 2, "timeout_s": 120},
+    )
+    ckpt = fit(
+        namespace="resnet50",
+        variant="resnet50",
+        model_options=resolve_options("resnet50", **SMALL),
+        train_cache=train,
+        val_cache=val,
+        config=config,
+        input_size=INPUT,
+    )
 
     runtime = ckpt["provenance"]["runtime"]
     assert runtime["world_size"] == 2
@@ -41,11 +53,17 @@ def test_two_gloo_workers_train_in_lockstep_and_rank0_writes_one_checkpoint(tmp_
 @pytest.mark.slow
 def test_a_crashing_worker_fails_the_node_with_its_message(caches, tmp_path) -> None:
     train, val = caches
-    config = make_config(tmp_path, max_epochs=1, t_max=1,
-                         distributed={"nproc_per_node": 2, "timeout_s": 60})
+    config = make_config(
+        tmp_path, max_epochs=1, t_max=1, distributed={"nproc_per_node": 2, "timeout_s": 60}
+    )
     with pytest.raises(WorkerFailedError, match=r"rank 1 of 2 failed.*" + CrashingCache.MESSAGE):
-        fit(namespace="resnet50", variant="resnet50",
+        fit(
+            namespace="resnet50",
+            variant="resnet50",
             model_options=resolve_options("resnet50", **SMALL),
-            train_cache=CrashingCache.wrap(train), val_cache=val, config=config,
-            input_size=INPUT)
+            train_cache=CrashingCache.wrap(train),
+            val_cache=val,
+            config=config,
+            input_size=INPUT,
+        )
     assert not (tmp_path / "resume" / "resnet50" / "done.json").exists()

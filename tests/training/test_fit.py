@@ -27,8 +27,16 @@ RESULT_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 def run(caches, config, **kwargs: Any) -> dict[str, Any]:
     train, val = caches
-    return fit(namespace=NS, variant=NS, model_options=TINY_OPTIONS, train_cache=train,
-               val_cache=val, config=config, input_size=INPUT, **kwargs)
+    return fit(
+        namespace=NS,
+        variant=NS,
+        model_options=TINY_OPTIONS,
+        train_cache=train,
+        val_cache=val,
+        config=config,
+        input_size=INPUT,
+        **kwargs,
+    )
 
 
 def results(history: list[dict[str, float]]) -> list[tuple[float, ...]]:
@@ -40,8 +48,11 @@ class Killed(BaseException):
     """Stands for a kill -9 / Ctrl-C in the middle of an epoch."""
 
 
-def count_epochs(monkeypatch: pytest.MonkeyPatch, kill_at: int | None = None,
-                 before: Callable[[torch.nn.Module, int], None] | None = None) -> list[int]:
+def count_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+    kill_at: int | None = None,
+    before: Callable[[torch.nn.Module, int], None] | None = None,
+) -> list[int]:
     """Wrap the engine's train_one_epoch: record calls, optionally die in call ``kill_at``."""
     real = loop_module.train_one_epoch
     calls: list[int] = []
@@ -62,9 +73,22 @@ def test_fit_learns_and_returns_the_checkpoint_contract(tiny_model, caches, tmp_
     ckpt = run(caches, make_config(tmp_path, max_epochs=4, t_max=4))
 
     assert set(ckpt) >= {
-        "format", "namespace", "variant", "seed", "model_options", "state_dict", "config",
-        "history", "best_epoch", "best_val_acc", "best_val_loss", "train_seconds", "input_size",
-        "cache_size", "data_fingerprint", "provenance",
+        "format",
+        "namespace",
+        "variant",
+        "seed",
+        "model_options",
+        "state_dict",
+        "config",
+        "history",
+        "best_epoch",
+        "best_val_acc",
+        "best_val_loss",
+        "train_seconds",
+        "input_size",
+        "cache_size",
+        "data_fingerprint",
+        "provenance",
     }
     assert ckpt["format"] == CHECKPOINT_FORMAT
     assert (ckpt["input_size"], ckpt["cache_size"], ckpt["seed"]) == (INPUT, 40, 0)
@@ -93,8 +117,9 @@ def test_seeded_runs_give_identical_histories(tiny_model, caches, tmp_path) -> N
     first = run(caches, make_config(tmp_path / "a"))
     second = run(caches, make_config(tmp_path / "b"))
     assert results(first["history"]) == results(second["history"])
-    assert all(torch.equal(first["state_dict"][k], second["state_dict"][k])
-               for k in first["state_dict"])
+    assert all(
+        torch.equal(first["state_dict"][k], second["state_dict"][k]) for k in first["state_dict"]
+    )
     third = run(caches, make_config(tmp_path / "c", seed=1))
     assert results(third["history"]) != results(first["history"])
 
@@ -119,8 +144,10 @@ def test_resume_after_a_kill_continues_from_that_epoch(
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     # Per-epoch seeding: the resumed run replays the uninterrupted one exactly.
     assert results(resumed["history"]) == results(reference["history"])
-    assert all(torch.equal(resumed["state_dict"][k], reference["state_dict"][k])
-               for k in reference["state_dict"])
+    assert all(
+        torch.equal(resumed["state_dict"][k], reference["state_dict"][k])
+        for k in reference["state_dict"]
+    )
 
 
 def test_corrupt_resume_file_is_set_aside_and_training_starts_fresh(
@@ -142,8 +169,9 @@ def test_corrupt_resume_file_is_set_aside_and_training_starts_fresh(
     assert len(ckpt["history"]) == 3
 
 
-def test_changed_configuration_starts_over(tiny_model, caches, tmp_path, monkeypatch,
-                                           caplog) -> None:
+def test_changed_configuration_starts_over(
+    tiny_model, caches, tmp_path, monkeypatch, caplog
+) -> None:
     count_epochs(monkeypatch, kill_at=2)
     with pytest.raises(Killed):
         run(caches, make_config(tmp_path))
@@ -154,8 +182,9 @@ def test_changed_configuration_starts_over(tiny_model, caches, tmp_path, monkeyp
     assert calls == [1, 2, 3]
 
 
-def test_finished_run_is_skipped_and_force_retrains(tiny_model, caches, tmp_path, monkeypatch,
-                                                    caplog) -> None:
+def test_finished_run_is_skipped_and_force_retrains(
+    tiny_model, caches, tmp_path, monkeypatch, caplog
+) -> None:
     first = run(caches, make_config(tmp_path))
 
     calls = count_epochs(monkeypatch)
@@ -164,8 +193,9 @@ def test_finished_run_is_skipped_and_force_retrains(tiny_model, caches, tmp_path
     assert calls == []
     assert "Skipping tiny_variant: already trained" in caplog.text
     assert again["history"] == first["history"]
-    assert all(torch.equal(again["state_dict"][k], first["state_dict"][k])
-               for k in first["state_dict"])
+    assert all(
+        torch.equal(again["state_dict"][k], first["state_dict"][k]) for k in first["state_dict"]
+    )
 
     forced = run(caches, make_config(tmp_path, force=True))
     assert calls == [1, 2, 3]
@@ -203,12 +233,20 @@ def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
     events = EventAccumulator(str(tmp_path / "tb" / NS))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert tags == {"loss/train", "loss/val", "acc/train", "acc/val", "lr", "time/epoch_seconds",
-                    "throughput/images_per_s"}
+    assert tags == {
+        "loss/train",
+        "loss/val",
+        "acc/train",
+        "acc/val",
+        "lr",
+        "time/epoch_seconds",
+        "throughput/images_per_s",
+    }
     val_loss = events.Scalars("loss/val")
     assert [e.step for e in val_loss] == [1, 2, 3]
     assert [e.value for e in val_loss] == pytest.approx(
-        [h["val_loss"] for h in ckpt["history"]], rel=1e-6)
+        [h["val_loss"] for h in ckpt["history"]], rel=1e-6
+    )
     assert all(e.value > 0 for e in events.Scalars("throughput/images_per_s"))
 
 
@@ -221,9 +259,11 @@ def test_nan_loss_stops_naming_variant_and_epoch_and_keeps_last_good_checkpoint(
                 model.head.weight.fill_(float("nan"))
 
     count_epochs(monkeypatch, before=poison)
-    with pytest.raises(TrainingDivergedError,
-                       match=r"variant 'tiny_variant'.*diverged at epoch 2, step 0.*nan.*"
-                             r"last good checkpoint \(epoch 1\)"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"variant 'tiny_variant'.*diverged at epoch 2, step 0.*nan.*"
+        r"last good checkpoint \(epoch 1\)",
+    ):
         run(caches, make_config(tmp_path))
     run_dir = tmp_path / "resume" / NS
     assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
@@ -234,16 +274,19 @@ def test_nan_loss_stops_naming_variant_and_epoch_and_keeps_last_good_checkpoint(
 
 
 def test_without_resume_dir_nothing_is_left_behind(tiny_model, caches, tmp_path: Path) -> None:
-    ckpt = run(caches, make_config(tmp_path, resume_dir=None, tensorboard_dir=None,
-                                   max_epochs=1))
+    ckpt = run(caches, make_config(tmp_path, resume_dir=None, tensorboard_dir=None, max_epochs=1))
     assert len(ckpt["history"]) == 1
     assert not (tmp_path / "resume").exists() and not (tmp_path / "tb").exists()
 
 
-def test_configuration_errors_surface_before_any_worker_starts(tiny_model, caches,
-                                                               tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"training.batch_size \(8\) is the global batch and "
-                                         r"must split evenly across the 3 DDP workers"):
+def test_configuration_errors_surface_before_any_worker_starts(
+    tiny_model, caches, tmp_path
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"training.batch_size \(8\) is the global batch and "
+        r"must split evenly across the 3 DDP workers",
+    ):
         run(caches, make_config(tmp_path, distributed={"nproc_per_node": 3}))
     with pytest.raises(ValueError, match="training.class_weights: 3 weights given for 2 classes"):
         run(caches, make_config(tmp_path, class_weights=[1.0, 1.0, 1.0]))
@@ -253,7 +296,8 @@ def test_class_weights() -> None:
     balanced = class_weight_tensor("balanced", np.array([0, 0, 0, 1]), 2)
     torch.testing.assert_close(balanced, torch.tensor([4 / 6, 4 / 2]))
     assert class_weight_tensor(None, np.array([0, 1]), 2) is None
-    torch.testing.assert_close(class_weight_tensor((1.0, 3.0), np.array([0, 1]), 2),
-                               torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(
+        class_weight_tensor((1.0, 3.0), np.array([0, 1]), 2), torch.tensor([1.0, 3.0])
+    )
     with pytest.raises(ValueError, match=r"'balanced' needs every class.*\[1\] have no image"):
         class_weight_tensor("balanced", np.array([0, 0]), 2)

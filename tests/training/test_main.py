@@ -14,8 +14,13 @@ from .conftest import make_cache
 
 
 def test_params_parse_like_kedro_run() -> None:
-    assert _parse_params(["training.max_epochs=3,training.lr=1e-3", "ablation.variants=[a, b]",
-                          "training.resume_dir="]) == {
+    assert _parse_params(
+        [
+            "training.max_epochs=3,training.lr=1e-3",
+            "ablation.variants=[a, b]",
+            "training.resume_dir=",
+        ]
+    ) == {
         "training": {"max_epochs": 3, "lr": 1e-3, "resume_dir": None},
         "ablation": {"variants": ["a", "b"]},
     }
@@ -34,8 +39,19 @@ def test_the_run_is_the_one_kedro_run_would_make() -> None:
 def test_trains_and_saves_to_the_catalog(kedro_project: Path, tiny_model) -> None:
     make_cache(kedro_project / "data/05_model_input/train", 16, seed=0)
     make_cache(kedro_project / "data/05_model_input/val", 8, seed=1)
-    assert main(["--variant", "resnet50", "--env", "test",
-                 "--params", "training.max_epochs=1,training.threads=1"]) == 0
+    assert (
+        main(
+            [
+                "--variant",
+                "resnet50",
+                "--env",
+                "test",
+                "--params",
+                "training.max_epochs=1,training.threads=1",
+            ]
+        )
+        == 0
+    )
     ckpt = load_catalog(kedro_project).load("resnet50.model")
     assert (ckpt["namespace"], ckpt["seed"], len(ckpt["history"])) == ("resnet50", 0, 1)
     assert (kedro_project / "data/07_model_output/resnet50/history.csv").is_file()

@@ -10,8 +10,18 @@ from facescan import provenance
 
 def test_collect_describes_code_and_machine() -> None:
     info = provenance.collect({"run": "x"})
-    assert set(info) >= {"git_commit", "git_dirty", "packages", "python", "platform", "cpu",
-                         "cpu_cores", "gpus", "cuda", "created_utc"}
+    assert set(info) >= {
+        "git_commit",
+        "git_dirty",
+        "packages",
+        "python",
+        "platform",
+        "cpu",
+        "cpu_cores",
+        "gpus",
+        "cuda",
+        "created_utc",
+    }
     assert info["packages"]["torch"].startswith("2.")
     assert info["run"] == "x"
     json.dumps(info)

@@ -14,8 +14,11 @@ CPU = torch.device("cpu")
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a GPU-less machine")
 def test_asking_for_a_gpu_without_one_says_how_to_fix_it() -> None:
-    with pytest.raises(ValueError, match="training.device is 'cuda' but torch sees no CUDA GPU.*"
-                                         "set training.device to auto or cpu"):
+    with pytest.raises(
+        ValueError,
+        match="training.device is 'cuda' but torch sees no CUDA GPU.*"
+        "set training.device to auto or cpu",
+    ):
         runtime.select_device("cuda")
     assert runtime.select_device("auto") == CPU
     with pytest.raises(ValueError, match="training.device: expected auto, cpu or cuda"):
@@ -63,8 +66,9 @@ def test_gpu_decisions_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     gpu = torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: including_emulation)  # emulated only
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )  # emulated only
     assert runtime.resolve_precision("auto", gpu) == runtime.Precision(torch.float16, True)
     with pytest.raises(ValueError, match="bf16 is not supported by Tesla V100"):
         runtime.resolve_precision("bf16", gpu)

@@ -82,7 +82,8 @@ def _select_run(ablation: dict[str, Any], variant: str, seed: int | None) -> Any
     runs = expand_runs({**ablation, "variants": [variant]})
     if seed is not None:  # a seed outside ablation.seeds gets a namespace of its own
         runs = [r for r in runs if r.seed == seed] or [
-            VariantRun(f"{variant}_seed{seed}", variant, seed)]
+            VariantRun(f"{variant}_seed{seed}", variant, seed)
+        ]
     if len(runs) > 1:
         raise ValueError(
             f"--seed: ablation.seeds lists {[r.seed for r in runs]}; pass --seed to pick one"
@@ -97,15 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one facescan variant (use under torchrun for several nodes).",
     )
     parser.add_argument("--variant", required=True, help="variant key (ablation.variants)")
-    parser.add_argument("--seed", type=int, help="which of ablation.seeds to train (needed "
-                        "when it lists several; the namespace is then <variant>_seed<seed>)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="which of ablation.seeds to train (needed "
+        "when it lists several; the namespace is then <variant>_seed<seed>)",
+    )
     parser.add_argument("--env", default=None, help="Kedro environment (e.g. paper)")
     parser.add_argument("--conf-source", default="conf", help="configuration folder")
-    parser.add_argument("--params", action="append", default=[],
-                        help="overrides as in kedro run: key=value[,key=value] (repeatable)")
-    parser.add_argument("--no-save", action="store_true",
-                        help="do not save to the catalog (the best checkpoint stays in "
-                        "training.resume_dir/<namespace>/best.pt)")
+    parser.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        help="overrides as in kedro run: key=value[,key=value] (repeatable)",
+    )
+    parser.add_argument(
+        "--no-save",
+        action="store_true",
+        help="do not save to the catalog (the best checkpoint stays in "
+        "training.resume_dir/<namespace>/best.pt)",
+    )
     return parser
 
 
@@ -134,25 +146,39 @@ def main(argv: list[str] | None = None) -> int:
             f"--conf-source: {conf_source.resolve()} is not a folder; run from the project root"
         )
     loader = OmegaConfigLoader(
-        str(conf_source), env=args.env, runtime_params=_parse_params(args.params),
-        base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"},
+        str(conf_source),
+        env=args.env,
+        runtime_params=_parse_params(args.params),
+        base_env="base",
+        default_run_env="local",
+        merge_strategy={"parameters": "soft"},
     )
     params = loader["parameters"]
     catalog = DataCatalog.from_config(loader["catalog"], save_version=generate_timestamp())
     run = _select_run(params.get("ablation") or {}, args.variant, args.seed)
     config = TrainConfig.from_params(params.get("training"))
-    options = resolve_options(args.variant,
-                              (params.get("ablation") or {}).get("custom_variants") or {},
-                              **(params.get("model") or {}))
+    options = resolve_options(
+        args.variant,
+        (params.get("ablation") or {}).get("custom_variants") or {},
+        **(params.get("model") or {}),
+    )
     checkpoint = fit(
-        namespace=run.namespace, variant=run.variant, model_options=options,
-        train_cache=catalog.load("train_cache"), val_cache=catalog.load("val_cache"),
-        config=config, input_size=int(params["preprocess"]["input_size"]), seed=run.seed,
+        namespace=run.namespace,
+        variant=run.variant,
+        model_options=options,
+        train_cache=catalog.load("train_cache"),
+        val_cache=catalog.load("val_cache"),
+        config=config,
+        input_size=int(params["preprocess"]["input_size"]),
+        seed=run.seed,
     )
     namespace = run.namespace
     if checkpoint is not None and not args.no_save:
         catalog.save(f"{namespace}.model", checkpoint)
-        catalog.save(f"{namespace}.history", pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS)))
+        catalog.save(
+            f"{namespace}.history",
+            pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS)),
+        )
         logger.info("Saved %s.model and %s.history", namespace, namespace)
     return 0
 

@@ -16,7 +16,10 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``train_seconds``      wall time of all epochs (resumed runs included)
 ``input_size``         the network input side; ``cache_size`` the cached image side
 ``data_fingerprint``   hash of the train and val caches' content
-``provenance``         :func:`facescan.provenance.collect` of the training machine
+``run_fingerprint``    hash of everything that decides the weights (see ``training.fit``)
+``provenance``         :func:`facescan.provenance.collect` of the training machine, plus
+                       ``runtime``: device, precision, world size, epochs run, early stop, and
+                       the sha256 of every rank's final weights
 =====================  =====================================================================
 """
 
@@ -44,8 +47,16 @@ __all__ = [
 CHECKPOINT_FORMAT = "facescan.checkpoint/1"
 
 #: The keys of each ``history`` entry, in table order (the ``{ns}.history`` columns).
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                   "images_per_s")
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "seconds",
+    "images_per_s",
+)
 
 _REQUIRED = ("variant", "model_options", "state_dict")
 
@@ -118,7 +129,9 @@ def _options_variant(options: Mapping[str, Any]) -> str:
     return "custom: " + ", ".join(f"{k}={options.get(k)}" for k in _STRUCTURE)
 
 
-def model_from_checkpoint(ckpt: Mapping[str, Any], expected_variant: str | None = None) -> nn.Module:
+def model_from_checkpoint(
+    ckpt: Mapping[str, Any], expected_variant: str | None = None
+) -> nn.Module:
     """Rebuild the trained model of a checkpoint, in eval mode, on the CPU.
 
     Args:

@@ -24,8 +24,16 @@ BACKEND_CHOICES = ("auto", "gloo", "nccl")
 # the fingerprint that decides whether a run may resume or be skipped; the others (paths, workers,
 # threads, compile, how often to checkpoint) only change how fast or where it runs.
 RESULT_KEYS = (
-    "max_epochs", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "patience",
-    "class_weights", "seed", "amp",
+    "max_epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "t_max",
+    "eta_min",
+    "patience",
+    "class_weights",
+    "seed",
+    "amp",
 )
 
 
@@ -149,7 +157,9 @@ class TrainConfig:
             logger.warning(
                 "training.max_epochs (%d) > training.t_max (%d): the cosine learning rate rises "
                 "again after epoch %d (as in the authors' code); set t_max >= max_epochs to avoid it",
-                config.max_epochs, config.t_max, config.t_max,
+                config.max_epochs,
+                config.t_max,
+                config.t_max,
             )
         return config
 
@@ -167,8 +177,14 @@ class TrainConfig:
 
 
 def _int(
-    p: Mapping[str, Any], key: str, default: Any, *, minimum: int, nullable: bool = False,
-    auto: bool = False, prefix: str = "training",
+    p: Mapping[str, Any],
+    key: str,
+    default: Any,
+    *,
+    minimum: int,
+    nullable: bool = False,
+    auto: bool = False,
+    prefix: str = "training",
 ) -> Any:
     value = p.get(key, default)
     if value is None and nullable:
@@ -186,7 +202,11 @@ def _int(
 
 
 def _float(
-    p: Mapping[str, Any], key: str, default: float, *, positive: bool = False,
+    p: Mapping[str, Any],
+    key: str,
+    default: float,
+    *,
+    positive: bool = False,
     prefix: str = "training",
 ) -> float:
     value = p.get(key, default)
@@ -216,7 +236,10 @@ def _auto_or_bool(p: Mapping[str, Any], key: str, default: bool | str) -> bool |
 
 
 def _choice(
-    p: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...],
+    p: Mapping[str, Any],
+    key: str,
+    default: str,
+    choices: tuple[str, ...],
     prefix: str = "training",
 ) -> str:
     value = p.get(key, default)
@@ -246,13 +269,18 @@ def _class_weights(value: Any) -> str | tuple[float, ...] | None:
                     w = float(w)
                 except ValueError:
                     break
-            if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
+            if (
+                isinstance(w, bool)
+                or not isinstance(w, int | float)
+                or not math.isfinite(w)
+                or w <= 0
+            ):
                 break
             weights.append(float(w))
         else:
             return tuple(weights)
     raise ValueError(
-        "training.class_weights: expected null, \"balanced\" or a list with one positive weight "
+        'training.class_weights: expected null, "balanced" or a list with one positive weight '
         f"per class (e.g. [1.0, 2.0]), got {value!r}"
     )
 
@@ -271,8 +299,9 @@ def _distributed(value: Any) -> DistributedConfig:
     d = DistributedConfig()
     prefix = "training.distributed"
     return DistributedConfig(
-        nproc_per_node=_int(value, "nproc_per_node", d.nproc_per_node, minimum=1, auto=True,
-                            prefix=prefix),
+        nproc_per_node=_int(
+            value, "nproc_per_node", d.nproc_per_node, minimum=1, auto=True, prefix=prefix
+        ),
         backend=_choice(value, "backend", d.backend, BACKEND_CHOICES, prefix=prefix),
         timeout_s=_float(value, "timeout_s", d.timeout_s, positive=True, prefix=prefix),
     )

@@ -85,8 +85,7 @@ def init_process_group(backend: str, timeout_s: float, device: torch.device) -> 
 
     The timeout is what turns a rank stuck waiting for a dead or diverged peer into an error.
     """
-    kwargs: dict[str, Any] = {"backend": backend,
-                              "timeout": datetime.timedelta(seconds=timeout_s)}
+    kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=timeout_s)}
     if device.type == "cuda":
         kwargs["device_id"] = device  # binds NCCL to this GPU up front
     dist.init_process_group(**kwargs)
@@ -121,8 +120,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int, *, timeout_s: float,
-           name: str) -> dict[int, Any]:
+def launch(
+    fn: Callable[..., Any], args: tuple[Any, ...], nproc: int, *, timeout_s: float, name: str
+) -> dict[int, Any]:
     """Run ``fn(*args)`` in ``nproc`` worker processes on this node and wait for all of them.
 
     Args:

@@ -108,11 +108,18 @@ def train_one_epoch(
     model.train()
     distributed = _distributed()
     world = dist.get_world_size() if distributed else 1
-    # [weighted loss sum, weight sum, correct, count], kept on the device: no sync per step.
+    # [weighted loss sum, weight sum, correct, count], accumulated on the device.
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(loader, total=total, desc=progress, unit="batch", leave=False,
-               disable=True if progress is None else None, dynamic_ncols=True)
+    bar = tqdm(
+        loader,
+        total=total,
+        desc=progress,
+        unit="batch",
+        leave=False,
+        disable=True if progress is None else None,
+        dynamic_ncols=True,
+    )
     start = time.perf_counter()
     first_step = math.nan
     seen = 0
@@ -136,17 +143,26 @@ def train_one_epoch(
         with torch.no_grad():
             weight = _batch_weight(criterion, targets)
             correct = (logits.argmax(dim=1) == targets).sum()
-            batch = torch.stack([loss.detach().double() * weight, weight.double(),
-                                 correct.double(), torch.tensor(targets.numel(), device=device,
-                                                                dtype=torch.float64)])
+            batch = torch.stack(
+                [
+                    loss.detach().double() * weight,
+                    weight.double(),
+                    correct.double(),
+                    torch.tensor(targets.numel(), device=device, dtype=torch.float64),
+                ]
+            )
             totals += batch
         seen += targets.numel() * world
         if step == 0:
             first_step = time.perf_counter() - start
         if not bar.disable:
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss.item():.4f}", acc=f"{(totals[2] / totals[3]).item():.3f}",
-                            img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss.item():.4f}",
+                acc=f"{(totals[2] / totals[3]).item():.3f}",
+                img_s=f"{seen / max(elapsed, 1e-9):.0f}",
+                refresh=False,
+            )
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -194,9 +210,14 @@ def evaluate(
             logits = net(images)
         loss = criterion(logits.float(), targets)
         weight = _batch_weight(criterion, targets)
-        totals += torch.stack([loss.double() * weight, weight.double(),
-                               (logits.argmax(dim=1) == targets).sum().double(),
-                               torch.tensor(targets.numel(), device=device, dtype=torch.float64)])
+        totals += torch.stack(
+            [
+                loss.double() * weight,
+                weight.double(),
+                (logits.argmax(dim=1) == targets).sum().double(),
+                torch.tensor(targets.numel(), device=device, dtype=torch.float64),
+            ]
+        )
     loss_sum, weight_sum, correct, count = _all_reduce(totals).tolist()
     if count == 0:
         raise ValueError("the evaluation loader yielded no batch (empty split)")
@@ -235,5 +256,7 @@ def predict_logits(
         label_parts.append(np.asarray(targets, dtype=np.int64))
     if not logits_parts:
         return np.zeros((0, 2), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-    return (np.concatenate(logits_parts).astype(np.float32, copy=False),
-            np.concatenate(label_parts).astype(np.int64, copy=False))
+    return (
+        np.concatenate(logits_parts).astype(np.float32, copy=False),
+        np.concatenate(label_parts).astype(np.int64, copy=False),
+    )

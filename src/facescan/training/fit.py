@@ -79,7 +79,10 @@ def data_fingerprint(train_cache: ImageCache, val_cache: ImageCache) -> str:
 
 
 def run_fingerprint(
-    model_options: Mapping[str, Any], config: TrainConfig, seed: int, input_size: int,
+    model_options: Mapping[str, Any],
+    config: TrainConfig,
+    seed: int,
+    input_size: int,
     data_hash: str,
 ) -> str:
     """What decides a run's weights, hashed: equal fingerprints may resume or skip each other.
@@ -151,8 +154,11 @@ def fit(
     data_hash = data_fingerprint(train_cache, val_cache)
     fingerprint = run_fingerprint(options, config, seed, input_size, data_hash)
     temporary = config.resume_dir is None
-    run_dir = Path(tempfile.mkdtemp(prefix=f"facescan-{namespace}-") if temporary
-                   else Path(config.resume_dir) / namespace)
+    run_dir = Path(
+        tempfile.mkdtemp(prefix=f"facescan-{namespace}-")
+        if temporary
+        else Path(config.resume_dir) / namespace
+    )
     files = RunFiles(run_dir)
     torchrun = distributed.under_torchrun()
     try:
@@ -162,33 +168,50 @@ def fit(
             logger.info(
                 "Skipping %s: already trained with the same configuration and data (best val "
                 "acc %.4f at epoch %d; %s). Set training.force: true to retrain.",
-                namespace, finished["best_val_acc"], finished["best_epoch"], files.best,
+                namespace,
+                finished["best_val_acc"],
+                finished["best_epoch"],
+                files.best,
             )
             return finished
         # The device type only: a CUDA context here would hold GPU memory for the whole run.
         device = runtime.device_type(config.device)
-        nproc = (distributed.dist_env().local_world_size if torchrun
-                 else runtime.resolve_nproc(config.distributed.nproc_per_node, device))
+        nproc = (
+            distributed.dist_env().local_world_size
+            if torchrun
+            else runtime.resolve_nproc(config.distributed.nproc_per_node, device)
+        )
         # Configuration errors surface here, before any worker is spawned.
         if not torchrun:
             check_batch_split(config.batch_size, nproc)
         from facescan.training.loop import class_weight_tensor, run_worker
 
-        class_weight_tensor(config.class_weights, train_cache.labels,
-                            int(options.get("num_classes", 2)))
+        class_weight_tensor(
+            config.class_weights, train_cache.labels, int(options.get("num_classes", 2))
+        )
         spec = RunSpec(
-            namespace=namespace, variant=variant, seed=seed, model_options=options, config=config,
-            train_cache=train_cache, val_cache=val_cache, input_size=int(input_size),
-            fingerprint=fingerprint, data_fingerprint=data_hash, run_dir=str(run_dir),
-            provenance=provenance.collect(), finished_checked=not torchrun,
+            namespace=namespace,
+            variant=variant,
+            seed=seed,
+            model_options=options,
+            config=config,
+            train_cache=train_cache,
+            val_cache=val_cache,
+            input_size=int(input_size),
+            fingerprint=fingerprint,
+            data_fingerprint=data_hash,
+            run_dir=str(run_dir),
+            provenance=provenance.collect(),
+            finished_checked=not torchrun,
         )
         if torchrun or nproc == 1:
             run_worker(spec)
             if torchrun and not distributed.dist_env().primary:
                 return None
         else:
-            distributed.launch(run_worker, (spec,), nproc,
-                               timeout_s=config.distributed.timeout_s, name=namespace)
+            distributed.launch(
+                run_worker, (spec,), nproc, timeout_s=config.distributed.timeout_s, name=namespace
+            )
         # The weights come back through rank 0's file, as written (not through a pipe).
         return files.load_best()
     finally:

@@ -181,9 +181,15 @@ class _Progress:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
-        return cls(list(state["history"]), state["best_epoch"], state["best_val_acc"],
-                   state["best_val_loss"], state["bad_epochs"], state["train_seconds"],
-                   state["epoch"])
+        return cls(
+            list(state["history"]),
+            state["best_epoch"],
+            state["best_val_acc"],
+            state["best_val_loss"],
+            state["bad_epochs"],
+            state["train_seconds"],
+            state["epoch"],
+        )
 
     def update(self, record: dict[str, float]) -> bool:
         """Add an epoch; True when it is the new best (higher val acc; ties: lower val loss)."""
@@ -221,8 +227,9 @@ class _Trainer:
         self.env = env
         self.device = device
         self.files = RunFiles(spec.run_dir)
-        self.name = (spec.variant if spec.namespace == spec.variant
-                     else f"{spec.variant} ({spec.namespace})")
+        self.name = (
+            spec.variant if spec.namespace == spec.variant else f"{spec.variant} ({spec.namespace})"
+        )
 
     def run(self) -> None:
         """Decide, build, train epoch by epoch, finish."""
@@ -260,7 +267,10 @@ class _Trainer:
                         logger.info(
                             "Early stop of %s at epoch %d: validation accuracy did not improve "
                             "for %d epochs (training.patience); best %.4f at epoch %d",
-                            self.name, epoch, progress.bad_epochs, progress.best_val_acc,
+                            self.name,
+                            epoch,
+                            progress.bad_epochs,
+                            progress.best_val_acc,
                             progress.best_epoch,
                         )
                     break
@@ -279,8 +289,11 @@ class _Trainer:
             files.clear()
             return {"skip": False, "state": None}
         if not self.spec.finished_checked and files.finished(fp) is not None:
-            logger.info("Skipping %s: already trained with the same configuration and data (%s)",
-                        self.name, files.best)
+            logger.info(
+                "Skipping %s: already trained with the same configuration and data (%s)",
+                self.name,
+                files.best,
+            )
             return {"skip": True, "state": None}
         state = files.resume_state(fp)
         if state is None:
@@ -295,8 +308,10 @@ class _Trainer:
         channels_last = runtime.resolve_channels_last(cfg.channels_last, precision)
         _seed_everything(spec.seed)  # the same initial weights on every rank
         net = create_model(spec.model_options)
-        net.to(device=device,
-               memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        net.to(
+            device=device,
+            memory_format=torch.channels_last if channels_last else torch.preserve_format,
+        )
         if state is not None:
             net.load_state_dict(state["model"])
         model = runtime.compile_model(net, cfg.compile)
@@ -317,37 +332,63 @@ class _Trainer:
             scheduler.load_state_dict(state["scheduler"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-        return _Parts(net, model, criterion, optimizer, scheduler, scaler, precision,
-                      channels_last)
+        return _Parts(net, model, criterion, optimizer, scheduler, scaler, precision, channels_last)
 
     def _loaders(self) -> tuple[DistributedSampler, Any, Any]:
         spec, env = self.spec, self.env
         per_rank = self.cfg.batch_size // env.world_size
-        workers = (default_num_workers(env.local_world_size) if self.cfg.num_workers == "auto"
-                   else int(self.cfg.num_workers))
+        workers = (
+            default_num_workers(env.local_world_size)
+            if self.cfg.num_workers == "auto"
+            else int(self.cfg.num_workers)
+        )
         # Shuffles by (seed, epoch) on one rank as on many (set_epoch), so a resumed epoch sees
         # the same order.
         sampler = DistributedSampler(
             spec.train_cache,  # type: ignore[arg-type]  (only its length is used)
-            num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=spec.seed,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=spec.seed,
         )
         train_loader = build_loader(
-            spec.train_cache, train=True, input_size=spec.input_size, batch_size=per_rank,
-            num_workers=workers, sampler=sampler, seed=spec.seed,
+            spec.train_cache,
+            train=True,
+            input_size=spec.input_size,
+            batch_size=per_rank,
+            num_workers=workers,
+            sampler=sampler,
+            seed=spec.seed,
             # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
             persistent_workers=False,
         )
         # Validation shards without padding (a DistributedSampler would repeat images).
-        val_shard = (list(range(env.rank, len(spec.val_cache), env.world_size))
-                     if env.world_size > 1 else None)
+        val_shard = (
+            list(range(env.rank, len(spec.val_cache), env.world_size))
+            if env.world_size > 1
+            else None
+        )
         val_loader = build_loader(
-            spec.val_cache, train=False, input_size=spec.input_size, batch_size=per_rank,
-            num_workers=workers, sampler=val_shard, seed=spec.seed, persistent_workers=False,
+            spec.val_cache,
+            train=False,
+            input_size=spec.input_size,
+            batch_size=per_rank,
+            num_workers=workers,
+            sampler=val_shard,
+            seed=spec.seed,
+            persistent_workers=False,
         )
         return sampler, train_loader, val_loader
 
-    def _epoch(self, parts: _Parts, progress: _Progress, sampler: DistributedSampler,
-               train_loader: Any, val_loader: Any, epoch: int) -> dict[str, float]:
+    def _epoch(
+        self,
+        parts: _Parts,
+        progress: _Progress,
+        sampler: DistributedSampler,
+        train_loader: Any,
+        val_loader: Any,
+        epoch: int,
+    ) -> dict[str, float]:
         """Train and validate one epoch; step the schedule; return the history record."""
         spec, env = self.spec, self.env
         start = time.perf_counter()
@@ -358,46 +399,73 @@ class _Trainer:
         lr = parts.optimizer.param_groups[0]["lr"]
         try:
             train = train_one_epoch(
-                parts.model, parts.criterion, train_loader, parts.optimizer, device=self.device,
-                amp_dtype=parts.precision.dtype, scaler=parts.scaler,
+                parts.model,
+                parts.criterion,
+                train_loader,
+                parts.optimizer,
+                device=self.device,
+                amp_dtype=parts.precision.dtype,
+                scaler=parts.scaler,
                 channels_last=parts.channels_last,
                 progress=f"{spec.namespace} {epoch}/{self.cfg.max_epochs}" if env.primary else None,
             )
         except NonFiniteLossError as exc:
-            kept = (f"the last good checkpoint (epoch {progress.last_saved}) is kept in "
-                    f"{self.files.folder}" if progress.last_saved else
-                    "no epoch finished, so there is no checkpoint to keep")
+            kept = (
+                f"the last good checkpoint (epoch {progress.last_saved}) is kept in "
+                f"{self.files.folder}"
+                if progress.last_saved
+                else "no epoch finished, so there is no checkpoint to keep"
+            )
             raise TrainingDivergedError(
                 f"training of variant {spec.variant!r} (namespace {spec.namespace!r}) diverged "
                 f"at epoch {epoch}, step {exc.step}: the loss is {exc.value}; {kept}. Lower "
                 "training.lr, set training.amp: off, or check the data."
             ) from exc
         if self.cfg.compile and not progress.history and env.primary:
-            logger.info("torch.compile: the first step took %.1f s (compilation included)",
-                        train["first_step_seconds"])
+            logger.info(
+                "torch.compile: the first step took %.1f s (compilation included)",
+                train["first_step_seconds"],
+            )
         if env.world_size > 1:
             for buffer in parts.net.buffers():  # evaluate (and save) rank 0's BN statistics
                 dist.broadcast(buffer, src=0)
-        val = evaluate(parts.model, parts.criterion, val_loader, device=self.device,
-                       amp_dtype=parts.precision.dtype, channels_last=parts.channels_last)
+        val = evaluate(
+            parts.model,
+            parts.criterion,
+            val_loader,
+            device=self.device,
+            amp_dtype=parts.precision.dtype,
+            channels_last=parts.channels_last,
+        )
         parts.scheduler.step()
         return {
-            "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
-            "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-            "seconds": time.perf_counter() - start, "images_per_s": train["images_per_s"],
+            "epoch": epoch,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+            "images_per_s": train["images_per_s"],
         }
 
     def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
-        self.files.save_resume({
-            "fingerprint": self.spec.fingerprint, "epoch": epoch,
-            "model": _cpu_state_dict(parts.net),
-            "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-            "history": progress.history, "best_epoch": progress.best_epoch,
-            "best_val_acc": progress.best_val_acc, "best_val_loss": progress.best_val_loss,
-            "bad_epochs": progress.bad_epochs, "train_seconds": progress.train_seconds,
-        })
+        self.files.save_resume(
+            {
+                "fingerprint": self.spec.fingerprint,
+                "epoch": epoch,
+                "model": _cpu_state_dict(parts.net),
+                "optimizer": parts.optimizer.state_dict(),
+                "scheduler": parts.scheduler.state_dict(),
+                "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+                "history": progress.history,
+                "best_epoch": progress.best_epoch,
+                "best_val_acc": progress.best_val_acc,
+                "best_val_loss": progress.best_val_loss,
+                "bad_epochs": progress.bad_epochs,
+                "train_seconds": progress.train_seconds,
+            }
+        )
         progress.last_saved = epoch
 
     def _checkpoint(self, net: nn.Module, progress: _Progress) -> dict[str, Any]:
@@ -439,27 +507,41 @@ class _Trainer:
             return
         best = self.files.load_best()
         best.update(
-            history=list(progress.history), train_seconds=progress.train_seconds,
+            history=list(progress.history),
+            train_seconds=progress.train_seconds,
             provenance={
                 **self.spec.provenance,
                 "runtime": {
-                    "device": str(self.device), "precision": parts.precision.name,
-                    "channels_last": parts.channels_last, "compile": self.cfg.compile,
-                    "world_size": env.world_size, "stopped_early": stopped_early,
-                    "epochs_run": len(progress.history), "rank_state_sha256": digests,
+                    "device": str(self.device),
+                    "precision": parts.precision.name,
+                    "channels_last": parts.channels_last,
+                    "compile": self.cfg.compile,
+                    "world_size": env.world_size,
+                    "stopped_early": stopped_early,
+                    "epochs_run": len(progress.history),
+                    "rank_state_sha256": digests,
                 },
             },
         )
         self.files.save_best(best)
-        self.files.mark_done(self.spec.fingerprint, {
-            "namespace": self.spec.namespace, "best_epoch": progress.best_epoch,
-            "best_val_acc": progress.best_val_acc, "best_val_loss": progress.best_val_loss,
-            "epochs_run": len(progress.history),
-        })
+        self.files.mark_done(
+            self.spec.fingerprint,
+            {
+                "namespace": self.spec.namespace,
+                "best_epoch": progress.best_epoch,
+                "best_val_acc": progress.best_val_acc,
+                "best_val_loss": progress.best_val_loss,
+                "epochs_run": len(progress.history),
+            },
+        )
         logger.info(
             "Finished %s: best val acc %.4f (loss %.4f) at epoch %d of %d, %.1f s of training",
-            self.name, progress.best_val_acc, progress.best_val_loss, progress.best_epoch,
-            len(progress.history), progress.train_seconds,
+            self.name,
+            progress.best_val_acc,
+            progress.best_val_loss,
+            progress.best_epoch,
+            len(progress.history),
+            progress.train_seconds,
         )
 
     # -- observability -----------------------------------------------------------------------
@@ -473,11 +555,24 @@ class _Trainer:
             "Training %s: seed %d, up to %d epochs (patience %s), %d worker(s) on %s, %s%s%s, "
             "batch %d (%d per worker), %d train / %d val images at %d px, %.2f M parameters, "
             "AdamW lr %g wd %g, cosine T_max %d",
-            self.name, spec.seed, cfg.max_epochs, cfg.patience, env.world_size, self.device,
-            parts.precision.name, ", channels_last" if parts.channels_last else "",
-            ", compiled" if cfg.compile else "", cfg.batch_size, cfg.batch_size // env.world_size,
-            len(spec.train_cache), len(spec.val_cache), spec.input_size,
-            count_parameters(parts.net) / 1e6, cfg.lr, cfg.weight_decay, cfg.t_max,
+            self.name,
+            spec.seed,
+            cfg.max_epochs,
+            cfg.patience,
+            env.world_size,
+            self.device,
+            parts.precision.name,
+            ", channels_last" if parts.channels_last else "",
+            ", compiled" if cfg.compile else "",
+            cfg.batch_size,
+            cfg.batch_size // env.world_size,
+            len(spec.train_cache),
+            len(spec.val_cache),
+            spec.input_size,
+            count_parameters(parts.net) / 1e6,
+            cfg.lr,
+            cfg.weight_decay,
+            cfg.t_max,
         )
 
     def _tensorboard(self, start_epoch: int) -> Any:
@@ -497,15 +592,29 @@ class _Trainer:
         logger.info(
             "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
             "%.1f s, %.0f img/s | best %.4f at epoch %d",
-            self.name, epoch, self.cfg.max_epochs, record["train_loss"], record["train_acc"],
-            record["val_loss"], record["val_acc"], record["lr"], record["seconds"],
-            record["images_per_s"], progress.best_val_acc, progress.best_epoch,
+            self.name,
+            epoch,
+            self.cfg.max_epochs,
+            record["train_loss"],
+            record["train_acc"],
+            record["val_loss"],
+            record["val_acc"],
+            record["lr"],
+            record["seconds"],
+            record["images_per_s"],
+            progress.best_val_acc,
+            progress.best_epoch,
         )
         if writer is None:
             return
-        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"),
-                         ("acc/train", "train_acc"), ("acc/val", "val_acc"), ("lr", "lr"),
-                         ("time/epoch_seconds", "seconds"),
-                         ("throughput/images_per_s", "images_per_s")):
+        for tag, key in (
+            ("loss/train", "train_loss"),
+            ("loss/val", "val_loss"),
+            ("acc/train", "train_acc"),
+            ("acc/val", "val_acc"),
+            ("lr", "lr"),
+            ("time/epoch_seconds", "seconds"),
+            ("throughput/images_per_s", "images_per_s"),
+        ):
             writer.add_scalar(tag, record[key], epoch)
         writer.flush()

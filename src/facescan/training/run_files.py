@@ -57,7 +57,11 @@ class RunFiles:
             os.replace(path, aside)
             logger.error(
                 "%s is corrupt and cannot be resumed from (%s: %s); it was renamed to %s and "
-                "training starts fresh", path, type(exc).__name__, exc, aside.name,
+                "training starts fresh",
+                path,
+                type(exc).__name__,
+                exc,
+                aside.name,
             )
             return None
 
@@ -88,7 +92,10 @@ class RunFiles:
         if state.get("fingerprint") != fingerprint:
             logger.info(
                 "%s was written for another configuration or data (fingerprint %s, now %s): "
-                "starting over", self.last, str(state.get("fingerprint"))[:12], fingerprint[:12],
+                "starting over",
+                self.last,
+                str(state.get("fingerprint"))[:12],
+                fingerprint[:12],
             )
             return None
         best = self._load(self.best)

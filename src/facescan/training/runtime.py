@@ -206,8 +206,10 @@ def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
         return model
     start = time.perf_counter()
     compiled = torch.compile(model)
-    logger.info("torch.compile wrapped the model in %.1f s (graphs compile on the first step)",
-                time.perf_counter() - start)
+    logger.info(
+        "torch.compile wrapped the model in %.1f s (graphs compile on the first step)",
+        time.perf_counter() - start,
+    )
     return compiled
 
 
@@ -226,4 +228,3 @@ def inference_settings(
     dev = select_device(device)
     precision = resolve_precision(amp, dev)
     return dev, precision.dtype, resolve_channels_last("auto", precision)
-

@@ -14,6 +14,7 @@ from facescan.training.checkpoint import HISTORY_COLUMNS
 
 logger = logging.getLogger(__name__)
 
+
 def train_model(
     train_cache: ImageCache,
     val_cache: ImageCache,
@@ -46,13 +47,20 @@ def train_model(
         ValueError: naming the parameter when the configuration is unusable.
     """
     config = TrainConfig.from_params(training)
-    options = resolve_options(variant, (ablation or {}).get("custom_variants") or {},
-                              **(model or {}))
+    options = resolve_options(
+        variant, (ablation or {}).get("custom_variants") or {}, **(model or {})
+    )
     if "input_size" not in (preprocess or {}):
         raise ValueError("preprocess.input_size is not set (the side of the network input)")
     checkpoint = fit(
-        namespace=namespace, variant=variant, model_options=options, train_cache=train_cache,
-        val_cache=val_cache, config=config, input_size=int(preprocess["input_size"]), seed=seed,
+        namespace=namespace,
+        variant=variant,
+        model_options=options,
+        train_cache=train_cache,
+        val_cache=val_cache,
+        config=config,
+        input_size=int(preprocess["input_size"]),
+        seed=seed,
     )
     history = pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS))
     return checkpoint, history

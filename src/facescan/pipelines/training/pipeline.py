@@ -38,15 +38,24 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     """
     pipelines = []
     for run in runs:
-        base = Pipeline([
-            Node(
-                _bind(train_model, namespace=run.namespace, variant=run.variant, seed=run.seed),
-                inputs=["train_cache", "val_cache", "params:training", "params:model",
-                        "params:ablation", "params:preprocess"],
-                outputs=["model", "history"],
-                name="train_model",
-            )
-        ])
-        pipelines.append(Pipeline(base, namespace=run.namespace, inputs=SHARED_INPUTS,
-                                  parameters=PARAMETERS))
+        base = Pipeline(
+            [
+                Node(
+                    _bind(train_model, namespace=run.namespace, variant=run.variant, seed=run.seed),
+                    inputs=[
+                        "train_cache",
+                        "val_cache",
+                        "params:training",
+                        "params:model",
+                        "params:ablation",
+                        "params:preprocess",
+                    ],
+                    outputs=["model", "history"],
+                    name="train_model",
+                )
+            ]
+        )
+        pipelines.append(
+            Pipeline(base, namespace=run.namespace, inputs=SHARED_INPUTS, parameters=PARAMETERS)
+        )
     return Pipeline(pipelines)
