@@ -45,8 +45,8 @@ def test_local_environment_overrides_one_leaf(kedro_project: Path) -> None:
 
 
 class _Node:
-    def __init__(self, name: str, func) -> None:
-        self.name, self.func = name, func
+    def __init__(self, name: str, func, inputs=(), outputs=()) -> None:
+        self.name, self.func, self.inputs, self.outputs = name, func, list(inputs), list(outputs)
 
 
 class _Catalog(dict):
@@ -54,39 +54,29 @@ class _Catalog(dict):
         self[name] = data
 
 
-def test_stage_timing_hook_sums_nodes_per_stage() -> None:
-    from facescan.pipelines.runs import expand_runs
-
-    # expand_runs comes from facescan.pipelines.runs: stage "runs"
-    hook = StageTimingHook()
-    catalog = _Catalog(stage_timings=None)
-    hook.before_pipeline_run(run_params={}, pipeline=type("P", (), {"nodes": []})(), catalog=catalog)
-    assert catalog["stage_timings"] == {}
-    node = _Node("a", expand_runs)
-    hook.before_node_run(node)
-    hook.after_node_run(node, catalog)
-    assert set(catalog["stage_timings"]) == {"runs"}
-    assert catalog["stage_timings"]["runs"] >= 0
-
-
-def test_stage_timing_hook_counts_saving_outputs() -> None:
-    """Lazy outputs (the image caches) do their work while being saved, after the node ran."""
+def test_stage_timing_hook_hands_timings_to_the_report_node() -> None:
+    """Lazy outputs (the image caches) do their work while being saved: that time counts too."""
     import time
 
-    from facescan.pipelines.runs import expand_runs
+    from facescan.pipelines.runs import expand_runs  # module facescan.pipelines.runs: stage "runs"
 
-    node = _Node("cache", expand_runs)
-    node.outputs = ["train_cache"]
-    pipeline = type("P", (), {"nodes": [node]})()
+    cache = _Node("cache", expand_runs, outputs=["train_cache"])
+    report = _Node("report", print, inputs=["stage_timings"])
+    pipeline = type("P", (), {"nodes": [cache, report]})()
     hook = StageTimingHook()
     catalog = _Catalog(stage_timings=None)
     hook.before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
-    hook.before_node_run(node)
-    hook.after_node_run(node, catalog)
+    assert catalog["stage_timings"] == {}  # exists before the report loads it
+    assert hook.before_node_run(cache) is None
+    hook.after_node_run(cache)
     hook.before_dataset_saved("train_cache")
     time.sleep(0.05)
     hook.after_dataset_saved("train_cache")
-    assert catalog["stage_timings"]["runs"] >= 0.05
+    handed = hook.before_node_run(report)
+    assert handed is not None and handed["stage_timings"]["runs"] >= 0.05
+    hook.after_node_run(report)
+    hook.after_pipeline_run(catalog)
+    assert set(catalog["stage_timings"]) == {"runs", "other"}
 
 
 @pytest.mark.parametrize(("module", "stage"), [("facescan.pipelines.training.nodes", "training"), ("os", "other")])

@@ -48,16 +48,15 @@ class StageTimingHook:
     """Wall time per stage (ingestion, split, ..., reporting) and per node.
 
     A node's time includes saving its outputs (Kedro saves them after ``after_node_run``, and lazy
-    outputs such as the image caches do their work while being saved). Logged at the end of a run,
-    and saved as the ``stage_timings`` dataset (when the catalog has it) after every node, so that
-    the reporting node, which reads it, sees every stage that ran before it.
+    outputs such as the image caches do their work while being saved). Logged at the end of a run
+    and saved as the ``stage_timings`` dataset (when the catalog has it); a node that reads
+    ``stage_timings`` (the report) receives the timings of every stage that ran before it.
     """
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
         self._stages: dict[str, float] = defaultdict(float)
         self._producer: dict[str, str] = {}
-        self._catalog: Any = None
         self._run_start = 0.0
 
     @hook_impl
@@ -65,9 +64,21 @@ class StageTimingHook:
         self._started.clear()
         self._stages.clear()
         self._producer = {out: _stage_of(n) for n in pipeline.nodes for out in n.outputs}
-        self._catalog = catalog
         self._run_start = time.perf_counter()
-        self._save(catalog)
+        if any(STAGE_TIMINGS in n.inputs for n in pipeline.nodes):
+            self._save(catalog)  # so that the dataset exists when the report loads it
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> dict[str, Any] | None:
+        self._started[node.name] = time.perf_counter()
+        if STAGE_TIMINGS in node.inputs:
+            return {STAGE_TIMINGS: self.timings()}
+        return None
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self._stages[_stage_of(node)] += seconds
 
     @hook_impl
     def before_dataset_saved(self, dataset_name: str) -> None:
@@ -78,18 +89,6 @@ class StageTimingHook:
         start = self._started.pop("save:" + dataset_name, None)
         if start is not None and dataset_name in self._producer:
             self._stages[self._producer[dataset_name]] += time.perf_counter() - start
-            self._save(self._catalog)
-
-    @hook_impl
-    def before_node_run(self, node: Any) -> None:
-        self._started[node.name] = time.perf_counter()
-
-    @hook_impl
-    def after_node_run(self, node: Any, catalog: Any) -> None:
-        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
-        self._stages[_stage_of(node)] += seconds
-        logger.info("Node %s took %.1f s (outputs not yet saved)", node.name, seconds)
-        self._save(catalog)
 
     @hook_impl
     def after_pipeline_run(self, catalog: Any) -> None:
@@ -98,6 +97,10 @@ class StageTimingHook:
         per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in self._stages.items())
         logger.info("Run finished in %.1f s (%s)", total, per_stage or "no nodes ran")
 
+    def timings(self) -> dict[str, float]:
+        """Seconds per stage so far."""
+        return {k: round(v, 3) for k, v in self._stages.items()}
+
     def _save(self, catalog: Any) -> None:
-        if catalog is not None and STAGE_TIMINGS in catalog:
-            catalog.save(STAGE_TIMINGS, {k: round(v, 3) for k, v in self._stages.items()})
+        if STAGE_TIMINGS in catalog:
+            catalog.save(STAGE_TIMINGS, self.timings())
