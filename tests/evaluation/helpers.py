@@ -19,8 +19,14 @@ from facescan.training.checkpoint import CHECKPOINT_FORMAT
 TEST_MODEL = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2, "aspp_channels": 32}
 
 
-def fake_checkpoint(variant: str = "resnet50", *, namespace: str | None = None,
-                    cache_size: int = 40, input_size: int = 32, seed: int = 0) -> dict[str, Any]:
+def fake_checkpoint(
+    variant: str = "resnet50",
+    *,
+    namespace: str | None = None,
+    cache_size: int = 40,
+    input_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
     """A checkpoint as training writes it, with random (seeded) weights: no training needed."""
     torch.manual_seed(seed)
     model = create_model(variant, **TEST_MODEL)
@@ -44,8 +50,9 @@ def fake_checkpoint(variant: str = "resnet50", *, namespace: str | None = None,
     }
 
 
-def write_images(folder: Path, n: int, *, size: int = 48, seed: int = 0,
-                 prefix: str = "") -> list[Path]:
+def write_images(
+    folder: Path, n: int, *, size: int = 48, seed: int = 0, prefix: str = ""
+) -> list[Path]:
     """``n`` small random RGB JPEGs named ``<prefix><i>.jpg``."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -71,16 +78,44 @@ def fake_run(variant: str, seed: int, n_wrong: int, shuffle: bool = False) -> Ru
     p_fake[:n_wrong] = 1 - p_fake[:n_wrong]  # the first n_wrong images are misclassified
     logits = np.stack([np.zeros(N), np.log(p_fake / (1 - p_fake))], axis=1)
     metrics = classification_metrics(LABELS, logits)
-    metrics.update(params=1000 + len(variant), gflops=0.5 * len(variant), images_per_s=100.0,
-                   train_seconds=10.0, best_epoch=2, val_threshold=0.5, acc_at_val_threshold=0.9)
-    preds = pd.DataFrame({"path": PATHS, "label": LABELS, "p_fake": p_fake,
-                          "pred": (p_fake > 0.5).astype(int)})
+    metrics.update(
+        params=1000 + len(variant),
+        gflops=0.5 * len(variant),
+        images_per_s=100.0,
+        train_seconds=10.0,
+        best_epoch=2,
+        val_threshold=0.5,
+        acc_at_val_threshold=0.9,
+    )
+    preds = pd.DataFrame(
+        {"path": PATHS, "label": LABELS, "p_fake": p_fake, "pred": (p_fake > 0.5).astype(int)}
+    )
     if shuffle:
         preds = preds.sample(frac=1.0, random_state=0)
-    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.6, 0.55],
-                            "train_acc": [0.5, 0.7], "val_acc": [0.6, 0.65]})
-    robustness = pd.DataFrame({"perturbation": ["clean", "jpeg_q50"],
-                               "acc": [metrics["acc"], metrics["acc"] - 0.1],
-                               "auc": [metrics["auc"], 0.7], "loss": [0.5, 0.8], "n": [N, N]})
-    return RunResult(variant if seed == 0 else f"{variant}_seed{seed}", variant, seed, metrics,
-                     preds, history, robustness)
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [0.7, 0.5],
+            "val_loss": [0.6, 0.55],
+            "train_acc": [0.5, 0.7],
+            "val_acc": [0.6, 0.65],
+        }
+    )
+    robustness = pd.DataFrame(
+        {
+            "perturbation": ["clean", "jpeg_q50"],
+            "acc": [metrics["acc"], metrics["acc"] - 0.1],
+            "auc": [metrics["auc"], 0.7],
+            "loss": [0.5, 0.8],
+            "n": [N, N],
+        }
+    )
+    return RunResult(
+        variant if seed == 0 else f"{variant}_seed{seed}",
+        variant,
+        seed,
+        metrics,
+        preds,
+        history,
+        robustness,
+    )

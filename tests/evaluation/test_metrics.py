@@ -64,8 +64,10 @@ def test_tuned_threshold_maximises_balanced_accuracy_and_is_used_on_test() -> No
     # Validation separates at any threshold in [0.2, 0.3): the midpoint 0.25 is taken.
     assert tune_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.25)
     m = classification_metrics(
-        [0, 0, 1, 1], logits_for([0.1, 0.26, 0.3, 0.45]),
-        val_labels=[0, 0, 1, 1], val_logits=logits_for([0.1, 0.2, 0.3, 0.4]),
+        [0, 0, 1, 1],
+        logits_for([0.1, 0.26, 0.3, 0.45]),
+        val_labels=[0, 0, 1, 1],
+        val_logits=logits_for([0.1, 0.2, 0.3, 0.4]),
     )
     assert m["val_threshold"] == pytest.approx(0.25)
     assert m["acc"] == pytest.approx(0.5)  # at 0.5 every test image is called real
@@ -94,8 +96,12 @@ def test_cross_entropy_equals_torch_even_when_saturated() -> None:
 
 def test_one_class_gives_nan_and_warnings_not_a_crash() -> None:
     with pytest.warns(UserWarning) as record:
-        m = classification_metrics([0, 0, 0], logits_for([0.2, 0.7, 0.1]),
-                                   val_labels=[0, 0], val_logits=logits_for([0.1, 0.2]))
+        m = classification_metrics(
+            [0, 0, 0],
+            logits_for([0.2, 0.7, 0.1]),
+            val_labels=[0, 0],
+            val_logits=logits_for([0.1, 0.2]),
+        )
     messages = " | ".join(str(w.message) for w in record)
     assert "one class only" in messages and "no fake images" in messages
     assert math.isnan(m["auc"]) and math.isnan(m["ap"]) and math.isnan(m["eer"])

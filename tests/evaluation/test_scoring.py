@@ -35,8 +35,14 @@ def test_list_image_files_from_a_list_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "error", "message"),
-    [(None, ValueError, "predict.input_path is not set"),
-     ("/no/such/folder", FileNotFoundError, "predict.input_path: /no/such/folder does not exist")],
+    [
+        (None, ValueError, "predict.input_path is not set"),
+        (
+            "/no/such/folder",
+            FileNotFoundError,
+            "predict.input_path: /no/such/folder does not exist",
+        ),
+    ],
 )
 def test_missing_input_path_names_the_parameter(value, error, message) -> None:
     with pytest.raises(error, match=message):
@@ -57,16 +63,28 @@ def test_files_are_scored_like_their_cached_copies_and_bad_files_skipped(tmp_pat
     model = load_model(fake_checkpoint(), expected_variant="resnet50", device=torch.device("cpu"))
     paths = [str(p) for p in [good[0], corrupt, *good[1:3], empty, *good[3:]]]
     scored, logits, rejected = score_files(
-        model, paths, cache_size=40, max_size=1024, input_size=32, batch_size=3,
-        device=torch.device("cpu"))
+        model,
+        paths,
+        cache_size=40,
+        max_size=1024,
+        input_size=32,
+        batch_size=3,
+        device=torch.device("cpu"),
+    )
     assert scored == [str(p) for p in good]
     assert logits.shape == (5, 2) and np.isfinite(logits).all()
     assert [Path(p).name for p, _ in rejected] == ["corrupt.jpg", "empty.png"]
     assert rejected[0][1] in ("truncated file", "corrupt file") and rejected[1][1] == "zero bytes"
     # The same files through the cache (as evaluation sees them) give the same logits.
-    cache = write_cache(tmp_path / "cache", ImageStream(
-        40, [0] * 5, [str(p) for p in good],
-        lambda: stream_images([str(p) for p in good], 40, 1024)))
+    cache = write_cache(
+        tmp_path / "cache",
+        ImageStream(
+            40,
+            [0] * 5,
+            [str(p) for p in good],
+            lambda: stream_images([str(p) for p in good], 40, 1024),
+        ),
+    )
     cached = score_cache(model, cache, input_size=32, batch_size=2, device=torch.device("cpu"))
     np.testing.assert_allclose(cached.logits, logits, rtol=1e-4, atol=1e-5)
     assert cached.images_per_s > 0

@@ -32,8 +32,11 @@ from tests.evaluation.helpers import LABELS, PATHS, N, fake_run
 
 @pytest.fixture(scope="module")
 def runs() -> list[RunResult]:
-    return [fake_run("resnet50", 0, 12), fake_run("vit", 0, 2, shuffle=True),
-            fake_run("aspp", 0, 11)]
+    return [
+        fake_run("resnet50", 0, 12),
+        fake_run("vit", 0, 2, shuffle=True),
+        fake_run("aspp", 0, 11),
+    ]
 
 
 def test_ablation_table_columns_values_and_paired_tests(runs) -> None:
@@ -57,8 +60,12 @@ def test_ablation_table_columns_values_and_paired_tests(runs) -> None:
 
 
 def test_several_seeds_give_mean_and_std(runs) -> None:
-    seeded = [fake_run("resnet50", 0, 12), fake_run("resnet50", 1, 6),
-              fake_run("vit", 0, 2), fake_run("vit", 1, 4)]
+    seeded = [
+        fake_run("resnet50", 0, 12),
+        fake_run("resnet50", 1, 6),
+        fake_run("vit", 0, 2),
+        fake_run("vit", 1, 4),
+    ]
     table, _ = ablation_table(seeded, baseline="resnet50", n_resamples=100)
     assert table["n_seeds"].tolist() == [2, 2]
     assert table.loc[0, "acc"] == pytest.approx((48 / 60 + 54 / 60) / 2)
@@ -90,8 +97,9 @@ def test_robustness_table_has_drops_from_clean(runs) -> None:
 def test_every_plot_is_a_figure(runs) -> None:
     table, _ = ablation_table(runs, baseline="resnet50", n_resamples=50)
     figures = [
-        plot_roc_curves({r.variant: (r.predictions["label"], r.predictions["p_fake"])
-                         for r in runs}),
+        plot_roc_curves(
+            {r.variant: (r.predictions["label"], r.predictions["p_fake"]) for r in runs}
+        ),
         plot_training_curves({r.variant: r.history for r in runs}),
         plot_accuracy_ci(table),
         plot_confusion_matrices({r.variant: r.metrics["confusion_matrix"] for r in runs}),
@@ -107,18 +115,29 @@ def test_every_plot_is_a_figure(runs) -> None:
 
 def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -> None:
     table, remarks = ablation_table(runs, baseline="resnet50", n_resamples=50)
-    split = pd.DataFrame({"path": PATHS, "label": LABELS, "split": ["test"] * N,
-                          "sha256": [f"{i:064x}" for i in range(N)]})
-    rejected = pd.DataFrame({"path": ["/x/a.jpg", "/x/b.jpg"],
-                             "reason": ["truncated file", "not an image"]})
+    split = pd.DataFrame(
+        {
+            "path": PATHS,
+            "label": LABELS,
+            "split": ["test"] * N,
+            "sha256": [f"{i:064x}" for i in range(N)],
+        }
+    )
+    rejected = pd.DataFrame(
+        {"path": ["/x/a.jpg", "/x/b.jpg"], "reason": ["truncated file", "not an image"]}
+    )
     notes = caveats(table, n_test_real=30, n_test_fake=30, source_type="synthetic", n_seeds=1)
     html = render_report(
-        table=table, remarks=remarks,
+        table=table,
+        remarks=remarks,
         figures={"roc_curves": plot_roc_curves({"vit": (LABELS, runs[1].predictions["p_fake"])})},
-        settings={"training": {"max_epochs": 2}}, counts=dataset_counts(split),
-        rejected=rejected, notes=notes,
+        settings={"training": {"max_epochs": 2}},
+        counts=dataset_counts(split),
+        rejected=rejected,
+        notes=notes,
         provenance={"git_commit": "abc123", "packages": {"torch": "2.x"}, "cpu": "test cpu"},
-        robustness=robustness_table(runs), stage_timings={"training": 12.5},
+        robustness=robustness_table(runs),
+        stage_timings={"training": 12.5},
         data_hash=manifest_hash(split),
     )
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
@@ -131,8 +150,14 @@ def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -
 
 
 def test_manifest_hash_ignores_row_order_and_counts_are_per_split() -> None:
-    split = pd.DataFrame({"path": ["a", "b", "c"], "label": [0, 1, 1],
-                          "split": ["train", "test", "val"], "sha256": ["1", "2", "3"]})
+    split = pd.DataFrame(
+        {
+            "path": ["a", "b", "c"],
+            "label": [0, 1, 1],
+            "split": ["train", "test", "val"],
+            "sha256": ["1", "2", "3"],
+        }
+    )
     assert manifest_hash(split) == manifest_hash(split.iloc[::-1])
     assert manifest_hash(split) != manifest_hash(split.assign(split="train"))
     counts = dataset_counts(split)

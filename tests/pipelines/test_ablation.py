@@ -1,7 +1,8 @@
 """The whole ``ablation`` pipeline (data -> training -> evaluation -> reporting) through Kedro.
 
-One run in the test environment (2 variants, tiny synthetic data, 1 epoch) is shared by the
-assertions; a short run on faces-a (when present) checks real images give finite AUCs.
+One run in the test environment as configured (conf/test: 2 variants, 80 synthetic images at
+40/32 px, 2 epochs) is shared by the assertions; a short run on faces-a (when present) checks that
+real images give finite AUCs.
 """
 
 from __future__ import annotations
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.slow
 VARIANTS = ["resnet50", "aspp_crossscan_vit"]  # conf/test/parameters_ablation.yml
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# On top of conf/test: one epoch, fp32 (the fastest on a small CPU, and deterministic).
-QUICK = {
-    "training": {"max_epochs": 1, "amp": "off"},
-    "evaluation": {"amp": "off"},
-    "data": {"synthetic": {"n_images": 40}},
-}
-
 
 def _project_copy(root: Path) -> Path:
     """The conftest ``kedro_project`` layout, for a module-scoped run."""
@@ -53,7 +47,7 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cwd = os.getcwd()
     os.chdir(project)
     try:
-        run_kedro(project, ["ablation"], params=QUICK)
+        run_kedro(project, ["ablation"])
         yield project
     finally:
         os.chdir(cwd)
@@ -74,7 +68,7 @@ def test_every_run_output_is_written(ablation: Path) -> None:
         for name in ("metrics.json", "test_predictions.csv", "history.csv", "robustness.csv"):
             assert (out / name).is_file(), f"{ns}/{name}"
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["namespace"] == ns and metrics["best_epoch"] == 1
+        assert metrics["namespace"] == ns and metrics["best_epoch"] in (1, 2)
         assert metrics["gflops"] > 0 and metrics["images_per_s"] > 0
 
 
@@ -84,10 +78,12 @@ def test_ablation_table_csv_and_markdown(ablation: Path) -> None:
     assert list(table.columns[: len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
     assert table["variant"].tolist() == VARIANTS
     for ns, row in zip(VARIANTS, table.itertuples(), strict=True):
-        metrics = json.loads((ablation / "data" / "07_model_output" / ns / "metrics.json")
-                             .read_text())
+        metrics = json.loads(
+            (ablation / "data" / "07_model_output" / ns / "metrics.json").read_text()
+        )
         assert row.acc == pytest.approx(metrics["acc"]) and row.loss == pytest.approx(
-            metrics["loss"])
+            metrics["loss"]
+        )
         assert row.acc_ci_low <= row.acc <= row.acc_ci_high
     assert pd.isna(table.loc[0, "mcnemar_p"]) and 0 < table.loc[1, "mcnemar_p"] <= 1
     md = _only_version(reporting / "ablation_table.md").read_text()
@@ -99,8 +95,14 @@ def test_ablation_table_csv_and_markdown(ablation: Path) -> None:
 def test_plots_are_png_files(ablation: Path) -> None:
     folder = _only_version(ablation / "data" / "08_reporting" / "ablation_plots")
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["accuracy_ci.png", "accuracy_vs_gflops.png", "confusion_matrices.png",
-                     "robustness.png", "roc_curves.png", "training_curves.png"]
+    assert names == [
+        "accuracy_ci.png",
+        "accuracy_vs_gflops.png",
+        "confusion_matrices.png",
+        "robustness.png",
+        "roc_curves.png",
+        "training_curves.png",
+    ]
     assert all((folder / n).read_bytes().startswith(PNG) for n in names)
 
 
@@ -111,32 +113,52 @@ def test_html_report_holds_table_plots_data_and_provenance(ablation: Path) -> No
     assert 'id="ablation-table"' in html and all(v in html for v in VARIANTS)
     split = pd.read_parquet(ablation / "data" / "03_primary" / "split_manifest.parquet")
     assert manifest_hash(split) in html
-    for text in ("Caveats", "synthetic demo", "Wall time per stage", "training", "torch",
-                 "git_commit", "Robustness"):
+    for text in (
+        "Caveats",
+        "synthetic demo",
+        "Wall time per stage",
+        "training",
+        "torch",
+        "git_commit",
+        "Robustness",
+    ):
         assert text in html, text
 
 
 def test_reporting_alone_rebuilds_from_saved_outputs(ablation: Path) -> None:
     os.chdir(ablation)
-    run_kedro(ablation, ["reporting"], params=QUICK)
+    run_kedro(ablation, ["reporting"])
     versions = list((ablation / "data" / "08_reporting" / "ablation_table.csv").iterdir())
     assert len(versions) == 2  # versioned: the first table is kept
 
 
 @pytest.mark.faces_a
 def test_faces_a_short_run_gives_finite_aucs(faces_a: Path, kedro_project: Path) -> None:
+    # A stratified subset (150 real, 50 fake: the set's 3:1) listed in the competition's CSV
+    # format keeps the run short; the test split then holds 30 real and 10 fake faces.
+    manifest = pd.read_csv(faces_a / "manifest.csv")
+    subset = pd.concat(
+        [
+            manifest[manifest["label"] == "real"].head(150),
+            manifest[manifest["label"] == "fake"].head(50),
+        ]
+    )
+    labels_csv = kedro_project / "faces_a_subset.csv"
+    subset[["path", "label"]].to_csv(labels_csv, index=False, header=["ImageName", "Label"])
     params = {
-        "data": {"source": {"type": "folder", "path": str(faces_a)}},
+        "data": {"source": {"type": "csv", "path": str(faces_a), "labels_csv": str(labels_csv)}},
         "ablation": {"variants": ["resnet50", "se_resnet50"]},
-        "training": {"max_epochs": 1, "amp": "off", "batch_size": 32},
-        "evaluation": {"amp": "off", "batch_size": 64, "robustness": {"enabled": False}},
+        "training": {"max_epochs": 1},
+        "evaluation": {"robustness": {"enabled": False}},
     }
     run_kedro(kedro_project, ["ablation"], params=params)
-    table = pd.read_csv(_only_version(kedro_project / "data" / "08_reporting" /
-                                      "ablation_table.csv"))
+    table = pd.read_csv(
+        _only_version(kedro_project / "data" / "08_reporting" / "ablation_table.csv")
+    )
     assert table["variant"].tolist() == ["resnet50", "se_resnet50"]
     assert table["auc"].notna().all() and table["auc"].between(0, 1).all()
-    assert (table["acc_ci_high"] - table["acc_ci_low"]).gt(0).all()
-    metrics = json.loads((kedro_project / "data" / "07_model_output" / "resnet50" /
-                          "metrics.json").read_text())
-    assert (metrics["n_real"], metrics["n_fake"]) == (120, 40)  # 20% of 600 / 200
+    assert table["auc_ci_low"].notna().all() and table["auc_ci_high"].notna().all()
+    metrics = json.loads(
+        (kedro_project / "data" / "07_model_output" / "resnet50" / "metrics.json").read_text()
+    )
+    assert (metrics["n_real"], metrics["n_fake"]) == (30, 10)

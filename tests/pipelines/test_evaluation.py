@@ -55,8 +55,17 @@ def test_evaluation_writes_predictions_metrics_and_robustness(evaluated: Path) -
     assert metrics["acc"] == pytest.approx((predictions["pred"] == predictions["label"]).mean())
     assert np.sum(metrics["confusion_matrix"]) == n
     assert metrics["acc_ci_low"] <= metrics["acc"] <= metrics["acc_ci_high"]
-    for key in ("loss", "auc", "ap", "eer", "acc_real", "acc_fake", "val_threshold",
-                "acc_at_val_threshold", "images_per_s"):
+    for key in (
+        "loss",
+        "auc",
+        "ap",
+        "eer",
+        "acc_real",
+        "acc_fake",
+        "val_threshold",
+        "acc_at_val_threshold",
+        "images_per_s",
+    ):
         assert isinstance(metrics[key], float), key
     assert metrics["params"] == 23_512_130  # torchvision's resnet50 with a 2-class head
     assert 0.1 < metrics["gflops"] < 0.3  # 4.1 GFLOPs x (32/224)^2, counted as 2 per MAC
@@ -65,7 +74,14 @@ def test_evaluation_writes_predictions_metrics_and_robustness(evaluated: Path) -
 
     robustness = pd.read_csv(out / "robustness.csv")
     assert robustness["perturbation"].tolist() == [
-        "clean", "jpeg_q90", "jpeg_q75", "jpeg_q50", "blur_sigma1", "blur_sigma2", "resize_0.5x"]
+        "clean",
+        "jpeg_q90",
+        "jpeg_q75",
+        "jpeg_q50",
+        "blur_sigma1",
+        "blur_sigma2",
+        "resize_0.5x",
+    ]
     assert (robustness["n"] == n).all()
     assert robustness.loc[0, "acc"] == pytest.approx(metrics["acc"])
 
@@ -73,9 +89,17 @@ def test_evaluation_writes_predictions_metrics_and_robustness(evaluated: Path) -
 def test_robustness_can_be_switched_off(kedro_project: Path) -> None:
     params = _params(ONE_VARIANT, FP32, {"evaluation": {"robustness": {"enabled": False}}})
     load_catalog(kedro_project, params=params).save("resnet50.model", fake_checkpoint("resnet50"))
-    run_kedro(kedro_project, ["data", "evaluation"], params=params,
-              node_names=["ingest_images", "split_images", "cache_test_images",
-                          "resnet50.evaluate_robustness"])
+    run_kedro(
+        kedro_project,
+        ["data", "evaluation"],
+        params=params,
+        node_names=[
+            "ingest_images",
+            "split_images",
+            "cache_test_images",
+            "resnet50.evaluate_robustness",
+        ],
+    )
     table = pd.read_csv(kedro_project / "data" / "07_model_output" / "resnet50" / "robustness.csv")
     assert table.empty and list(table.columns) == ["perturbation", "acc", "auc", "loss", "n"]
 
@@ -83,7 +107,8 @@ def test_robustness_can_be_switched_off(kedro_project: Path) -> None:
 def test_a_checkpoint_of_another_variant_is_refused(kedro_project: Path) -> None:
     params = _params(ONE_VARIANT, FP32)
     load_catalog(kedro_project, params=params).save(
-        "resnet50.model", fake_checkpoint("se_resnet50", namespace="resnet50"))
+        "resnet50.model", fake_checkpoint("se_resnet50", namespace="resnet50")
+    )
     with pytest.raises(ValueError, match="another variant.*se_resnet50.*resnet50"):
         run_kedro(kedro_project, ["data", "evaluation"], params=params)
 
@@ -115,8 +140,10 @@ def test_evaluate_external_on_a_second_synthetic_set(kedro_project: Path) -> Non
 
 
 def test_external_configuration_errors_name_the_external_parameters() -> None:
-    data = {"source": {"type": "synthetic", "classes": {"real": 0, "fake": 1}},
-            "synthetic": {"seed": 0}}
+    data = {
+        "source": {"type": "synthetic", "classes": {"real": 0, "fake": 1}},
+        "synthetic": {"seed": 0},
+    }
     with pytest.raises(ValueError, match="external.source must be a mapping"):
         resolve_external_data(data, {"source": None})
     with pytest.raises(ValueError, match="external.source: unknown key"):

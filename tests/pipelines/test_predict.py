@@ -39,36 +39,54 @@ def _folder(root: Path) -> Path:
 
 def test_predict_scores_a_folder_and_lists_unreadable_files(project_with_model: Path) -> None:
     folder = _folder(project_with_model)
-    run_kedro(project_with_model, ["predict"], namespaces=["resnet50"],
-              params=predict_params(input_path=str(folder)))
+    run_kedro(
+        project_with_model,
+        ["predict"],
+        namespaces=["resnet50"],
+        params=predict_params(input_path=str(folder)),
+    )
     out = project_with_model / "data" / "07_model_output" / "resnet50"
 
     predictions = pd.read_csv(out / "predictions.csv")
     assert list(predictions.columns) == ["path", "p_fake", "label"]
-    assert sorted(Path(p).name for p in predictions["path"]) == ["1.jpg", "10.jpg", "2.jpg",
-                                                                 "30.jpg"]
+    assert sorted(Path(p).name for p in predictions["path"]) == [
+        "1.jpg",
+        "10.jpg",
+        "2.jpg",
+        "30.jpg",
+    ]
     assert predictions["p_fake"].between(0, 1).all()
     assert (predictions["label"] == (predictions["p_fake"] > 0.5).astype(int)).all()
 
     rejected = pd.read_csv(out / "predict_rejected.csv")
     assert sorted(Path(p).name for p in rejected["path"]) == ["broken.jpg", "empty.png"]
-    assert dict(zip(rejected["path"].map(lambda p: Path(p).name), rejected["reason"],
-                    strict=True))["empty.png"] == "zero bytes"
+    assert (
+        dict(zip(rejected["path"].map(lambda p: Path(p).name), rejected["reason"], strict=True))[
+            "empty.png"
+        ]
+        == "zero bytes"
+    )
 
     lines = (out / "submission.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == ["1", "2", "10", "30"]  # no header, by ID
-    labels = dict(zip(predictions["path"].map(lambda p: Path(p).stem), predictions["label"],
-                      strict=True))
-    assert all(line == f"{i},{labels[i]}" for i, line in zip(("1", "2", "10", "30"), lines,
-                                                              strict=True))
+    labels = dict(
+        zip(predictions["path"].map(lambda p: Path(p).stem), predictions["label"], strict=True)
+    )
+    assert all(
+        line == f"{i},{labels[i]}" for i, line in zip(("1", "2", "10", "30"), lines, strict=True)
+    )
 
 
 def test_predict_reads_a_list_file(project_with_model: Path) -> None:
     folder = _folder(project_with_model)
     listing = project_with_model / "to_score.txt"
     listing.write_text("new_faces/10.jpg\nnew_faces/broken.jpg\n")
-    run_kedro(project_with_model, ["predict"], namespaces=["resnet50"],
-              params=predict_params(input_path=str(listing)))
+    run_kedro(
+        project_with_model,
+        ["predict"],
+        namespaces=["resnet50"],
+        params=predict_params(input_path=str(listing)),
+    )
     out = project_with_model / "data" / "07_model_output" / "resnet50"
     assert pd.read_csv(out / "predictions.csv")["path"].tolist() == [str(folder / "10.jpg")]
     assert len(pd.read_csv(out / "predict_rejected.csv")) == 1
@@ -76,8 +94,11 @@ def test_predict_reads_a_list_file(project_with_model: Path) -> None:
 
 def test_predict_without_input_path_names_the_parameter(project_with_model: Path) -> None:
     with pytest.raises(ValueError, match="predict.input_path is not set"):
-        run_kedro(project_with_model, ["predict"], namespaces=["resnet50"],
-                  params=predict_params())
+        run_kedro(project_with_model, ["predict"], namespaces=["resnet50"], params=predict_params())
     with pytest.raises(FileNotFoundError, match="predict.input_path: .*does not exist"):
-        run_kedro(project_with_model, ["predict"], namespaces=["resnet50"],
-                  params=predict_params(input_path="/no/such/folder"))
+        run_kedro(
+            project_with_model,
+            ["predict"],
+            namespaces=["resnet50"],
+            params=predict_params(input_path="/no/such/folder"),
+        )

@@ -34,17 +34,31 @@ PARAMETERS = {
 @pytest.fixture(scope="module")
 def outputs() -> dict:
     runs = expand_runs(PARAMETERS["ablation"])
-    assert [r.namespace for r in runs] == ["resnet50_seed0", "resnet50_seed1", "vit_seed0",
-                                          "vit_seed1"]
+    assert [r.namespace for r in runs] == [
+        "resnet50_seed0",
+        "resnet50_seed1",
+        "vit_seed0",
+        "vit_seed1",
+    ]
     wrong = {"resnet50": (12, 10), "vit": (2, 3)}
     datasets = {}
     for run in runs:
         result = fake_run(run.variant, run.seed, wrong[run.variant][run.seed])
-        for kind, value in (("metrics", result.metrics), ("test_predictions", result.predictions),
-                            ("history", result.history), ("robustness", result.robustness)):
+        for kind, value in (
+            ("metrics", result.metrics),
+            ("test_predictions", result.predictions),
+            ("history", result.history),
+            ("robustness", result.robustness),
+        ):
             datasets[f"{run.namespace}.{kind}"] = MemoryDataset(value)
-    split = pd.DataFrame({"path": PATHS, "label": LABELS, "split": "test",
-                          "sha256": [f"{i:064x}" for i in range(len(PATHS))]})
+    split = pd.DataFrame(
+        {
+            "path": PATHS,
+            "label": LABELS,
+            "split": "test",
+            "sha256": [f"{i:064x}" for i in range(len(PATHS))],
+        }
+    )
     datasets.update(
         split_manifest=MemoryDataset(split),
         rejected_images=MemoryDataset(pd.DataFrame({"path": ["/x.jpg"], "reason": ["zero bytes"]})),
@@ -52,14 +66,26 @@ def outputs() -> dict:
         parameters=MemoryDataset(PARAMETERS),
         **{f"params:{k}": MemoryDataset(v) for k, v in PARAMETERS.items()},
     )
-    for name in ("ablation_table", "ablation_table_md", "ablation_plots", "ablation_report",
-                 "robustness_table"):
+    for name in (
+        "ablation_table",
+        "ablation_table_md",
+        "ablation_plots",
+        "ablation_report",
+        "robustness_table",
+    ):
         datasets[name] = KeptDataset(copy_mode="assign")
     catalog = DataCatalog(datasets=datasets)
     SequentialRunner().run(create_pipeline(runs), catalog)
-    return {name: catalog.load(name) for name in ("ablation_table", "ablation_table_md",
-                                                   "ablation_plots", "ablation_report",
-                                                   "robustness_table")}
+    return {
+        name: catalog.load(name)
+        for name in (
+            "ablation_table",
+            "ablation_table_md",
+            "ablation_plots",
+            "ablation_report",
+            "robustness_table",
+        )
+    }
 
 
 def test_table_has_one_row_per_variant_with_seed_spread(outputs) -> None:
@@ -82,8 +108,14 @@ def test_markdown_has_the_table_and_the_remarks(outputs) -> None:
 
 def test_plots_are_figures_named_as_png(outputs) -> None:
     plots = outputs["ablation_plots"]
-    assert sorted(plots) == ["accuracy_ci.png", "accuracy_vs_gflops.png", "confusion_matrices.png",
-                             "robustness.png", "roc_curves.png", "training_curves.png"]
+    assert sorted(plots) == [
+        "accuracy_ci.png",
+        "accuracy_vs_gflops.png",
+        "confusion_matrices.png",
+        "robustness.png",
+        "roc_curves.png",
+        "training_curves.png",
+    ]
     assert all(isinstance(f, Figure) for f in plots.values())
 
 

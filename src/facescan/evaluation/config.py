@@ -88,8 +88,19 @@ class EvaluationConfig:
         """
         p = dict(evaluation or {})
         w = "evaluation"
-        _unknown(p, {"batch_size", "num_workers", "device", "amp", "bootstrap",
-                     "significance_level", "robustness"}, w)
+        _unknown(
+            p,
+            {
+                "batch_size",
+                "num_workers",
+                "device",
+                "amp",
+                "bootstrap",
+                "significance_level",
+                "robustness",
+            },
+            w,
+        )
         boot = p.get("bootstrap") or {}
         if not isinstance(boot, Mapping):
             raise ValueError(f"evaluation.bootstrap must be a mapping, got {boot!r}")
@@ -103,7 +114,9 @@ class EvaluationConfig:
         _unknown(rob, {"enabled", "perturbations"}, "evaluation.robustness")
         enabled = rob.get("enabled", True)
         if not isinstance(enabled, bool):
-            raise ValueError(f"evaluation.robustness.enabled must be true or false, got {enabled!r}")
+            raise ValueError(
+                f"evaluation.robustness.enabled must be true or false, got {enabled!r}"
+            )
         return cls(
             batch_size=_positive_int(p, "batch_size", 64, w),
             num_workers=_workers(p, w),
@@ -119,8 +132,11 @@ class EvaluationConfig:
 
     def bootstrap_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`facescan.evaluation.stats.bootstrap_ci`."""
-        return {"n_resamples": self.n_resamples, "confidence": self.confidence,
-                "seed": self.bootstrap_seed}
+        return {
+            "n_resamples": self.n_resamples,
+            "confidence": self.confidence,
+            "seed": self.bootstrap_seed,
+        }
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ __all__ = [
 ]
 
 
-def check_scores(labels: Any, scores: Any, *, name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+def check_scores(
+    labels: Any, scores: Any, *, name: str = "scores"
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert labels and per-image scores.
 
     Args:
@@ -162,9 +164,7 @@ def tune_threshold(labels: Any, p_fake: Any) -> float:
     """
     y, s = check_scores(labels, p_fake, name="p_fake")
     if _single_class(y):
-        warnings.warn(
-            "cannot tune a threshold on one class only: keeping 0.5", stacklevel=2
-        )
+        warnings.warn("cannot tune a threshold on one class only: keeping 0.5", stacklevel=2)
         return 0.5
     fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
     j = tpr - fpr

@@ -103,13 +103,19 @@ def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
         return _no_data(fig, ax, "no variants")
     y = np.arange(len(table))[::-1]
     acc = table["acc"].to_numpy(float)
-    err = np.vstack([acc - table["acc_ci_low"].to_numpy(float),
-                     table["acc_ci_high"].to_numpy(float) - acc])
+    err = np.vstack(
+        [acc - table["acc_ci_low"].to_numpy(float), table["acc_ci_high"].to_numpy(float) - acc]
+    )
     ax.errorbar(acc, y, xerr=np.nan_to_num(err), fmt="o", capsize=4)
     if "is_baseline" in table and table["is_baseline"].any():
         base = table[table["is_baseline"]].iloc[0]
-        ax.axvspan(base["acc_ci_low"], base["acc_ci_high"], color="grey", alpha=0.15,
-                   label=f"baseline {base['variant']} 95% CI")
+        ax.axvspan(
+            base["acc_ci_low"],
+            base["acc_ci_high"],
+            color="grey",
+            alpha=0.15,
+            label=f"baseline {base['variant']} 95% CI",
+        )
         ax.legend(fontsize="small", loc="lower right")
     ax.set_yticks(y, table["variant"])
     ax.set_xlabel("test accuracy (95% bootstrap CI)")
@@ -117,8 +123,9 @@ def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_confusion_matrices(matrices: Mapping[str, Sequence[Sequence[int]]],
-                            class_names: Sequence[str] = ("real", "fake")) -> Figure:
+def plot_confusion_matrices(
+    matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str] = ("real", "fake")
+) -> Figure:
     """One confusion matrix per variant (rows: true class, columns: predicted), at threshold 0.5."""
     n = max(len(matrices), 1)
     cols = min(n, 3)
@@ -130,7 +137,7 @@ def plot_confusion_matrices(matrices: Mapping[str, Sequence[Sequence[int]]],
             ax=ax, colorbar=False, values_format="d"
         )
         ax.set_title(name, fontsize="medium")
-    for ax in axes[len(matrices):]:
+    for ax in axes[len(matrices) :]:
         ax.set_axis_off()
     return fig
 
@@ -143,8 +150,9 @@ def plot_accuracy_vs_gflops(table: pd.DataFrame) -> Figure:
         return _no_data(fig, ax, "no variants")
     x = table["gflops"].to_numpy(float)
     acc = table["acc"].to_numpy(float)
-    err = np.vstack([acc - table["acc_ci_low"].to_numpy(float),
-                     table["acc_ci_high"].to_numpy(float) - acc])
+    err = np.vstack(
+        [acc - table["acc_ci_low"].to_numpy(float), table["acc_ci_high"].to_numpy(float) - acc]
+    )
     ax.errorbar(x, acc, yerr=np.nan_to_num(err), fmt="o", capsize=3)
     for xi, yi, name in zip(x, acc, table["variant"], strict=True):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize="small")

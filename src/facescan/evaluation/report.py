@@ -76,12 +76,16 @@ def manifest_hash(split_manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def dataset_counts(split_manifest: pd.DataFrame,
-                   class_names: Sequence[str] = ("real", "fake")) -> pd.DataFrame:
+def dataset_counts(
+    split_manifest: pd.DataFrame, class_names: Sequence[str] = ("real", "fake")
+) -> pd.DataFrame:
     """Images per split (rows: train, val, test, total) and class (columns), with totals."""
     counts = pd.crosstab(split_manifest["split"], split_manifest["label"])
-    counts = counts.reindex(index=[s for s in ("train", "val", "test") if s in counts.index],
-                            columns=[0, 1], fill_value=0)
+    counts = counts.reindex(
+        index=[s for s in ("train", "val", "test") if s in counts.index],
+        columns=[0, 1],
+        fill_value=0,
+    )
     counts.columns = list(class_names)
     counts.loc["total"] = counts.sum()
     counts["total"] = counts.sum(axis=1)
@@ -121,9 +125,11 @@ def caveats(
                 f"95% interval is about ±{half:.1f} points wide even at 90% accuracy (median width "
                 f"here {100 * float(widths.median()) if len(widths) else float('nan'):.1f} points). "
                 f"The variants span {100 * spread:.1f} points"
-                + (", less than one interval: the table cannot rank them." if len(widths) and
-                   spread < widths.median() else
-                   "; treat differences smaller than an interval as noise.")
+                + (
+                    ", less than one interval: the table cannot rank them."
+                    if len(widths) and spread < widths.median()
+                    else "; treat differences smaller than an interval as noise."
+                )
             )
     if n and min(n_test_real, n_test_fake) / n < 0.35:
         major = max(n_test_real, n_test_fake) / n
@@ -139,7 +145,7 @@ def caveats(
         if not (holm < alpha).any():
             out.append(
                 f"No variant differs from the baseline beyond chance (McNemar, Holm-adjusted over "
-                f"{len(tested)} comparisons, alpha {alpha:g})."
+                f"{len(tested)} comparison{'s' if len(tested) != 1 else ''}, alpha {alpha:g})."
             )
         elif (tested < alpha).sum() > (holm < alpha).sum():
             out.append(
@@ -168,6 +174,10 @@ def caveats(
 
 def _html_table(df: pd.DataFrame, *, index: bool = False, float_digits: int = 4) -> str:
     def fmt(x: Any) -> str:
+        if isinstance(x, bool | np.bool_):
+            return "yes" if x else ""
+        if isinstance(x, int | np.integer):
+            return f"{int(x):,}"
         if isinstance(x, float | np.floating):
             if math.isnan(x):
                 return "–"
@@ -248,24 +258,34 @@ def render_report(
     )
     parts.append(_html_table(table))
     if remarks:
-        parts.append("<h3>Significance</h3><ul>" + "".join(f"<li>{e(r)}</li>" for r in remarks)
-                     + "</ul>")
-    parts.append("<details><summary>Markdown</summary><pre>"
-                 + e(to_markdown(table, columns=[c for c in TABLE_COLUMNS if c in table])) + "</pre></details>")
+        parts.append(
+            "<h3>Significance</h3><ul>" + "".join(f"<li>{e(r)}</li>" for r in remarks) + "</ul>"
+        )
+    parts.append(
+        "<details><summary>Markdown</summary><pre>"
+        + e(to_markdown(table, columns=[c for c in TABLE_COLUMNS if c in table]))
+        + "</pre></details>"
+    )
 
     if robustness is not None and len(robustness):
         parts.append('<h2 id="robustness">Robustness</h2>')
-        parts.append("<p>Test images re-encoded / blurred / down-and-up-sampled identically for "
-                     "both classes; accuracy and AUC per perturbation, and the drop from clean.</p>")
-        wide = robustness.pivot_table(index="variant", columns="perturbation", values="acc",
-                                      sort=False)
+        parts.append(
+            "<p>Test images re-encoded / blurred / down-and-up-sampled identically for "
+            "both classes; accuracy and AUC per perturbation, and the drop from clean.</p>"
+        )
+        wide = robustness.pivot_table(
+            index="variant", columns="perturbation", values="acc", sort=False
+        )
         parts.append("<h3>Accuracy</h3>" + _html_table(wide.reset_index()))
-        wide_auc = robustness.pivot_table(index="variant", columns="perturbation", values="auc",
-                                          sort=False)
+        wide_auc = robustness.pivot_table(
+            index="variant", columns="perturbation", values="auc", sort=False
+        )
         parts.append("<h3>ROC AUC</h3>" + _html_table(wide_auc.reset_index()))
 
     parts.append('<h2 id="plots">Plots</h2>')
-    names = [k for k in FIGURE_TITLES if k in figures] + [k for k in figures if k not in FIGURE_TITLES]
+    names = [k for k in FIGURE_TITLES if k in figures] + [
+        k for k in figures if k not in FIGURE_TITLES
+    ]
     for name in names:
         fig = figures[name]
         data = fig if isinstance(fig, str) else figure_to_base64(fig)
@@ -280,10 +300,15 @@ def render_report(
     if rejected is not None:
         if len(rejected):
             by_reason = rejected.groupby("reason").size().sort_values(ascending=False)
-            parts.append(f"<p>{len(rejected)} file(s) rejected at ingestion:</p>"
-                         + _html_table(by_reason.rename("files").reset_index()))
-            parts.append("<details><summary>Rejected files</summary>"
-                         + _html_table(rejected.head(500)) + "</details>")
+            parts.append(
+                f"<p>{len(rejected)} file(s) rejected at ingestion:</p>"
+                + _html_table(by_reason.rename("files").reset_index())
+            )
+            parts.append(
+                "<details><summary>Rejected files</summary>"
+                + _html_table(rejected.head(500))
+                + "</details>"
+            )
         else:
             parts.append("<p>No file was rejected at ingestion.</p>")
 

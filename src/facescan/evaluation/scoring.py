@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -26,6 +27,8 @@ from facescan.data.imaging import SUPPORTED_EXTENSIONS, ImageDecodeError
 from facescan.data.loader import build_loader, default_num_workers
 from facescan.data.preprocess import load_for_cache
 from facescan.data.transforms import eval_transform
+from facescan.evaluation.metrics import classification_metrics, p_fake_from_logits, predict_labels
+from facescan.evaluation.stats import bootstrap_ci
 from facescan.training.checkpoint import model_from_checkpoint
 from facescan.training.engine import predict_logits
 
@@ -39,6 +42,7 @@ __all__ = [
     "resolve_num_workers",
     "score_cache",
     "score_files",
+    "summarise_scores",
 ]
 
 
@@ -119,11 +123,13 @@ def score_cache(
     Returns:
         The logits in cache order, the labels, and the wall time of the pass.
     """
-    loader = build_loader(cache, train=False, input_size=input_size, batch_size=batch_size,
-                          num_workers=num_workers)
+    loader = build_loader(
+        cache, train=False, input_size=input_size, batch_size=batch_size, num_workers=num_workers
+    )
     start = time.perf_counter()
-    logits, labels = predict_logits(model, loader, device=device, amp_dtype=amp_dtype,
-                                    channels_last=channels_last)
+    logits, labels = predict_logits(
+        model, loader, device=device, amp_dtype=amp_dtype, channels_last=channels_last
+    )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -132,7 +138,9 @@ def score_cache(
     return Scores(logits=logits, labels=labels, seconds=seconds)
 
 
-def list_image_files(input_path: str | Path | None, *, name: str = "predict.input_path") -> list[str]:
+def list_image_files(
+    input_path: str | Path | None, *, name: str = "predict.input_path"
+) -> list[str]:
     """The images to score: a folder (searched recursively) or a text file with one path a line.
 
     In a list file, blank lines and lines starting with ``#`` are skipped and relative paths are
@@ -162,7 +170,8 @@ def list_image_files(input_path: str | Path | None, *, name: str = "predict.inpu
         files = sorted(
             p.resolve().as_posix()
             for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+            if p.is_file()
+            and p.suffix.lower() in SUPPORTED_EXTENSIONS
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         what = f"no image files ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) under {root}"
@@ -195,8 +204,15 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, int, str]]):
         background: RGB colour under transparent pixels (``data.background``).
     """
 
-    def __init__(self, paths: Sequence[str], *, cache_size: int, max_size: int, input_size: int,
-                 background: Sequence[int] = (255, 255, 255)) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        cache_size: int,
+        max_size: int,
+        input_size: int,
+        background: Sequence[int] = (255, 255, 255),
+    ) -> None:
         self.paths = list(paths)
         self.cache_size = cache_size
         self.max_size = max_size
@@ -247,10 +263,20 @@ def score_files(
     Returns:
         ``(scored_paths, logits (M, 2), rejected)`` with ``rejected`` a list of ``(path, reason)``.
     """
-    dataset = ImageFileDataset(paths, cache_size=cache_size, max_size=max_size,
-                               input_size=input_size, background=background)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    dataset = ImageFileDataset(
+        paths,
+        cache_size=cache_size,
+        max_size=max_size,
+        input_size=input_size,
+        background=background,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     scored: list[str] = []
     rejected: list[tuple[str, str]] = []
 
@@ -265,8 +291,43 @@ def score_files(
                 # predict_logits wants (images, labels); these files have no label (-1).
                 yield images[ok], torch.full((int(ok.sum()),), -1, dtype=torch.int64)
 
-    logits, _ = predict_logits(model, readable(), device=device, amp_dtype=amp_dtype,
-                               channels_last=channels_last)
+    logits, _ = predict_logits(
+        model, readable(), device=device, amp_dtype=amp_dtype, channels_last=channels_last
+    )
     for path, reason in rejected:
         logger.warning("skipped %s: %s", path, reason)
     return scored, logits, rejected
+
+
+def summarise_scores(
+    scores: Scores,
+    paths: list[str],
+    bootstrap: Mapping[str, Any],
+    val: Scores | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-image table and every metric (with bootstrap intervals) of one scored set.
+
+    Args:
+        scores: the set's logits and labels.
+        paths: the image files, in score order.
+        bootstrap: keyword arguments of :func:`facescan.evaluation.stats.bootstrap_ci`.
+        val: validation scores, to tune a threshold (optional).
+
+    Returns:
+        ``(predictions, metrics)``: predictions with ``path``, ``label``, ``p_fake``, ``pred``
+        (threshold 0.5), and the metrics of :func:`classification_metrics` plus the intervals.
+    """
+    p_fake = p_fake_from_logits(scores.logits)
+    pred = predict_labels(p_fake)
+    predictions = pd.DataFrame(
+        {"path": paths, "label": scores.labels, "p_fake": p_fake, "pred": pred}
+    )
+    metrics = classification_metrics(
+        scores.labels,
+        scores.logits,
+        val_labels=None if val is None else val.labels,
+        val_logits=None if val is None else val.logits,
+    )
+    metrics.update(bootstrap_ci(scores.labels, p_fake, pred, **bootstrap))
+    metrics["bootstrap"] = dict(bootstrap)
+    return predictions, metrics

@@ -99,9 +99,7 @@ def _interval(values: np.ndarray, confidence: float, what: str) -> tuple[float, 
 
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
-        raise ValueError(
-            f"evaluation.bootstrap.confidence must be in (0, 1), got {confidence}"
-        )
+        raise ValueError(f"evaluation.bootstrap.confidence must be in (0, 1), got {confidence}")
 
 
 def bootstrap_ci(

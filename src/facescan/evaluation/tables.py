@@ -41,9 +41,24 @@ SEED_METRICS = ("acc", "loss", "auc", "ap", "eer", "acc_real", "acc_fake")
 
 #: The table's leading columns, in order: the report's Table 1 (variant, ACC, LOSS) first.
 TABLE_COLUMNS = (
-    "variant", "acc", "loss", "auc", "ap", "eer", "acc_real", "acc_fake",
-    "acc_ci_low", "acc_ci_high", "auc_ci_low", "auc_ci_high", "mcnemar_p",
-    "params", "gflops", "images_per_s", "train_seconds", "best_epoch",
+    "variant",
+    "acc",
+    "loss",
+    "auc",
+    "ap",
+    "eer",
+    "acc_real",
+    "acc_fake",
+    "acc_ci_low",
+    "acc_ci_high",
+    "auc_ci_low",
+    "auc_ci_high",
+    "mcnemar_p",
+    "params",
+    "gflops",
+    "images_per_s",
+    "train_seconds",
+    "best_epoch",
 )
 
 
@@ -125,7 +140,8 @@ def ablation_table(
     if baseline is not None and baseline not in groups:
         logger.warning(
             "ablation.baseline %r is not among the evaluated variants %s: no McNemar test",
-            baseline, list(groups),
+            baseline,
+            list(groups),
         )
         baseline = None
     base_preds = groups[baseline][0].predictions if baseline else None
@@ -150,29 +166,48 @@ def ablation_table(
         if len(runs) == 1 and isinstance(first.metrics.get("best_epoch"), int):
             row["best_epoch"] = first.metrics["best_epoch"]
         row["acc_at_val_threshold"] = mean_std(
-            [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs])[0]
+            [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs]
+        )[0]
         row["val_threshold"] = first.metrics.get("val_threshold", math.nan)
         row["n_test"] = len(preds)
         row["n_seeds"] = len(runs)
         row["is_baseline"] = variant == baseline
         if baseline is None or variant == baseline:
-            row.update(mcnemar_p=math.nan, delta_acc=math.nan,
-                       delta_acc_ci_low=math.nan, delta_acc_ci_high=math.nan)
+            row.update(
+                mcnemar_p=math.nan,
+                delta_acc=math.nan,
+                delta_acc_ci_low=math.nan,
+                delta_acc_ci_high=math.nan,
+            )
         else:
             other = _aligned(base_preds, preds, (baseline, variant))
             test = mcnemar_exact(base_preds["label"], other["pred"], base_preds["pred"])
             diff, low, high = bootstrap_difference_ci(
-                base_preds["label"], other["pred"], base_preds["pred"], **boot)
-            row.update(mcnemar_p=test.p_value, delta_acc=diff,
-                       delta_acc_ci_low=low, delta_acc_ci_high=high)
-            remarks.append(comparison_remark(variant, baseline, diff, (low, high), test.p_value,
-                                             len(preds), alpha=alpha))
+                base_preds["label"], other["pred"], base_preds["pred"], **boot
+            )
+            row.update(
+                mcnemar_p=test.p_value, delta_acc=diff, delta_acc_ci_low=low, delta_acc_ci_high=high
+            )
+            remarks.append(
+                comparison_remark(
+                    variant, baseline, diff, (low, high), test.p_value, len(preds), alpha=alpha
+                )
+            )
         rows.append(row)
 
     table = pd.DataFrame(rows)
     table["mcnemar_p_holm"] = holm_adjust(table["mcnemar_p"].tolist())
-    extra = ["delta_acc", "delta_acc_ci_low", "delta_acc_ci_high", "mcnemar_p_holm",
-             "acc_at_val_threshold", "val_threshold", "n_test", "n_seeds", "is_baseline"]
+    extra = [
+        "delta_acc",
+        "delta_acc_ci_low",
+        "delta_acc_ci_high",
+        "mcnemar_p_holm",
+        "acc_at_val_threshold",
+        "val_threshold",
+        "n_test",
+        "n_seeds",
+        "is_baseline",
+    ]
     stds = [f"{k}_std" for k in SEED_METRICS] if several_seeds else []
     return table[list(TABLE_COLUMNS) + extra + stds], remarks
 
@@ -185,8 +220,17 @@ def robustness_table(results: Sequence[RunResult]) -> pd.DataFrame:
         ``auc``, ``loss``, ``acc_drop``, ``auc_drop`` (clean minus perturbed), ``n``, ``n_seeds``;
         empty (with those columns) when no run has robustness results.
     """
-    columns = ["variant", "perturbation", "acc", "auc", "loss", "acc_drop", "auc_drop", "n",
-               "n_seeds"]
+    columns = [
+        "variant",
+        "perturbation",
+        "acc",
+        "auc",
+        "loss",
+        "acc_drop",
+        "auc_drop",
+        "n",
+        "n_seeds",
+    ]
     frames = []
     for r in results:
         if r.robustness is not None and len(r.robustness):
@@ -198,8 +242,13 @@ def robustness_table(results: Sequence[RunResult]) -> pd.DataFrame:
     variants = list(dict.fromkeys(long["variant"]))
     agg = (
         long.groupby(["variant", "perturbation"], sort=False)
-        .agg(acc=("acc", "mean"), auc=("auc", "mean"), loss=("loss", "mean"),
-             n=("n", "first"), n_seeds=("acc", "size"))
+        .agg(
+            acc=("acc", "mean"),
+            auc=("auc", "mean"),
+            loss=("loss", "mean"),
+            n=("n", "first"),
+            n_seeds=("acc", "size"),
+        )
         .reset_index()
     )
     clean = agg[agg["perturbation"] == "clean"].set_index("variant")

@@ -17,8 +17,12 @@ import pandas as pd
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import json_ready
-from facescan.evaluation.scoring import load_model, resolve_num_workers, score_cache
-from facescan.pipelines.evaluation.nodes import summarise_scores
+from facescan.evaluation.scoring import (
+    load_model,
+    resolve_num_workers,
+    score_cache,
+    summarise_scores,
+)
 from facescan.pipelines.ingestion.nodes import ingest_images
 from facescan.training.runtime import inference_settings
 
@@ -51,11 +55,15 @@ def resolve_external_data(data: dict[str, Any], external: dict[str, Any]) -> dic
         )
     unknown = sorted(set(source) - _SOURCE_KEYS)
     if unknown:
-        raise ValueError(f"external.source: unknown key(s) {unknown}; valid: {sorted(_SOURCE_KEYS)}")
+        raise ValueError(
+            f"external.source: unknown key(s) {unknown}; valid: {sorted(_SOURCE_KEYS)}"
+        )
     resolved = copy.deepcopy(dict(data))
     resolved["source"] = {**resolved.get("source", {}), **copy.deepcopy(source)}
-    resolved["synthetic"] = {**resolved.get("synthetic", {}),
-                             **copy.deepcopy((external or {}).get("synthetic") or {})}
+    resolved["synthetic"] = {
+        **resolved.get("synthetic", {}),
+        **copy.deepcopy((external or {}).get("synthetic") or {}),
+    }
     if _describe(resolved) == _describe(data):
         logger.warning(
             "external.source describes the same images as data.source: the 'external' metrics "
@@ -97,10 +105,15 @@ def tag_external_split(external_manifest: pd.DataFrame) -> pd.DataFrame:
     return external_manifest.assign(split="external")
 
 
-def stamp_external_source(external_cache: ImageCache, external_data: dict[str, Any]) -> dict[str, Any]:
+def stamp_external_source(
+    external_cache: ImageCache, external_data: dict[str, Any]
+) -> dict[str, Any]:
     """Record what ``external_cache`` was built from; written only once the cache exists."""
-    return {"source": _describe(external_data), "cache_sha256": external_cache.sha256,
-            "count": len(external_cache)}
+    return {
+        "source": _describe(external_data),
+        "cache_sha256": external_cache.sha256,
+        "count": len(external_cache),
+    }
 
 
 def evaluate_external(
@@ -141,24 +154,39 @@ def evaluate_external(
         )
     cfg = EvaluationConfig.from_params(evaluation)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = load_model(checkpoint, expected_variant=variant, device=device,
-                       channels_last=channels_last)
+    model = load_model(
+        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
+    )
     scores = score_cache(
-        model, external_cache, input_size=int(checkpoint["input_size"]),
-        batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype,
+        model,
+        external_cache,
+        input_size=int(checkpoint["input_size"]),
+        batch_size=cfg.batch_size,
+        device=device,
+        amp_dtype=amp_dtype,
         channels_last=channels_last,
         num_workers=resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
     )
-    predictions, metrics = summarise_scores(scores, list(external_cache.paths), cfg)
+    predictions, metrics = summarise_scores(
+        scores, list(external_cache.paths), cfg.bootstrap_kwargs()
+    )
     metrics.update(
-        namespace=checkpoint.get("namespace"), variant=checkpoint.get("variant"),
-        seed=checkpoint.get("seed"), external_source=external_source.get("source"),
-        external_cache_sha256=external_cache.sha256, images_per_s=scores.images_per_s,
+        namespace=checkpoint.get("namespace"),
+        variant=checkpoint.get("variant"),
+        seed=checkpoint.get("seed"),
+        external_source=external_source.get("source"),
+        external_cache_sha256=external_cache.sha256,
+        images_per_s=scores.images_per_s,
         data_fingerprint=checkpoint.get("data_fingerprint"),
     )
     logger.info(
         "%s on the external set: acc %.4f (95%% CI %.4f-%.4f), AUC %.4f, EER %.4f, %d images",
-        checkpoint.get("namespace", variant), metrics["acc"], metrics["acc_ci_low"],
-        metrics["acc_ci_high"], metrics["auc"], metrics["eer"], metrics["n"],
+        checkpoint.get("namespace", variant),
+        metrics["acc"],
+        metrics["acc_ci_low"],
+        metrics["acc_ci_high"],
+        metrics["auc"],
+        metrics["eer"],
+        metrics["n"],
     )
     return predictions, json_ready(metrics)

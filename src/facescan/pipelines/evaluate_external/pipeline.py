@@ -26,36 +26,70 @@ from .nodes import (
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     """The external data nodes plus one scoring node per run."""
     cache_external = functools.update_wrapper(
-        functools.partial(cache_split, split="external"), cache_split)
+        functools.partial(cache_split, split="external"), cache_split
+    )
     data = Pipeline(
         [
-            Node(resolve_external_data, inputs=["params:data", "params:external"],
-                 outputs="external_data", name="resolve_external_data"),
-            Node(ingest_external_images, inputs=["external_data", "params:preprocess"],
-                 outputs=["external_manifest", "external_rejected_images"],
-                 name="ingest_external_images"),
-            Node(tag_external_split, inputs="external_manifest",
-                 outputs="external_split_manifest", name="tag_external_split"),
-            Node(cache_external,
-                 inputs=["external_split_manifest", "params:preprocess", "params:data.background"],
-                 outputs="external_cache", name="cache_external_images"),
-            Node(stamp_external_source, inputs=["external_cache", "external_data"],
-                 outputs="external_source", name="stamp_external_source"),
+            Node(
+                resolve_external_data,
+                inputs=["params:data", "params:external"],
+                outputs="external_data",
+                name="resolve_external_data",
+            ),
+            Node(
+                ingest_external_images,
+                inputs=["external_data", "params:preprocess"],
+                outputs=["external_manifest", "external_rejected_images"],
+                name="ingest_external_images",
+            ),
+            Node(
+                tag_external_split,
+                inputs="external_manifest",
+                outputs="external_split_manifest",
+                name="tag_external_split",
+            ),
+            Node(
+                cache_external,
+                inputs=["external_split_manifest", "params:preprocess", "params:data.background"],
+                outputs="external_cache",
+                name="cache_external_images",
+            ),
+            Node(
+                stamp_external_source,
+                inputs=["external_cache", "external_data"],
+                outputs="external_source",
+                name="stamp_external_source",
+            ),
         ]
     )
     scoring = []
     for run in runs:
         score = functools.update_wrapper(
-            functools.partial(evaluate_external, variant=run.variant), evaluate_external)
-        base = Pipeline([
-            Node(score,
-                 inputs=["model", "external_cache", "external_source", "params:data",
-                         "params:external", "params:evaluation"],
-                 outputs=["external_predictions", "external_metrics"],
-                 name="evaluate_external"),
-        ])
-        scoring.append(Pipeline(
-            base, namespace=run.namespace, inputs={"external_cache", "external_source"},
-            parameters={"params:data", "params:external", "params:evaluation"},
-        ))
+            functools.partial(evaluate_external, variant=run.variant), evaluate_external
+        )
+        base = Pipeline(
+            [
+                Node(
+                    score,
+                    inputs=[
+                        "model",
+                        "external_cache",
+                        "external_source",
+                        "params:data",
+                        "params:external",
+                        "params:evaluation",
+                    ],
+                    outputs=["external_predictions", "external_metrics"],
+                    name="evaluate_external",
+                ),
+            ]
+        )
+        scoring.append(
+            Pipeline(
+                base,
+                namespace=run.namespace,
+                inputs={"external_cache", "external_source"},
+                parameters={"params:data", "params:external", "params:evaluation"},
+            )
+        )
     return data + Pipeline(scoring)

@@ -12,23 +12,32 @@ import torch
 
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
-from facescan.evaluation.metrics import (
-    classification_metrics,
-    json_ready,
-    p_fake_from_logits,
-    predict_labels,
-)
+from facescan.evaluation.metrics import classification_metrics, json_ready
 from facescan.evaluation.robustness import PerturbedImages
-from facescan.evaluation.scoring import Scores, load_model, resolve_num_workers, score_cache
-from facescan.evaluation.stats import bootstrap_ci
+from facescan.evaluation.scoring import (
+    load_model,
+    resolve_num_workers,
+    score_cache,
+    summarise_scores,
+)
 from facescan.models import count_forward_flops, count_parameters
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
 
 #: Checkpoint entries copied into ``{ns}.metrics`` so that one file says what was evaluated.
-CHECKPOINT_FACTS = ("namespace", "variant", "seed", "best_epoch", "best_val_acc", "best_val_loss",
-                    "train_seconds", "input_size", "cache_size", "data_fingerprint")
+CHECKPOINT_FACTS = (
+    "namespace",
+    "variant",
+    "seed",
+    "best_epoch",
+    "best_val_acc",
+    "best_val_loss",
+    "train_seconds",
+    "input_size",
+    "cache_size",
+    "data_fingerprint",
+)
 
 
 def _facts(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,35 +58,11 @@ def _check_cache(cache: ImageCache, checkpoint: Mapping[str, Any], name: str) ->
         logger.warning(
             "%s holds %d px images but %s was trained from %d px images "
             "(preprocess.cache_size changed since training?): its scores may be off",
-            name, cache.size, checkpoint.get("namespace"), trained,
+            name,
+            cache.size,
+            checkpoint.get("namespace"),
+            trained,
         )
-
-
-def summarise_scores(
-    scores: Scores,
-    paths: list[str],
-    cfg: EvaluationConfig,
-    val: Scores | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-image table and every metric (with bootstrap intervals) of one scored set.
-
-    Returns:
-        ``(predictions, metrics)``: predictions with ``path``, ``label``, ``p_fake``, ``pred``
-        (threshold 0.5), and the metrics of :func:`classification_metrics` plus the intervals.
-    """
-    p_fake = p_fake_from_logits(scores.logits)
-    pred = predict_labels(p_fake)
-    predictions = pd.DataFrame(
-        {"path": paths, "label": scores.labels, "p_fake": p_fake, "pred": pred}
-    )
-    metrics = classification_metrics(
-        scores.labels, scores.logits,
-        val_labels=None if val is None else val.labels,
-        val_logits=None if val is None else val.logits,
-    )
-    metrics.update(bootstrap_ci(scores.labels, p_fake, pred, **cfg.bootstrap_kwargs()))
-    metrics["bootstrap"] = cfg.bootstrap_kwargs()
-    return predictions, metrics
 
 
 def evaluate_model(
@@ -106,34 +91,55 @@ def evaluate_model(
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
     _check_cache(test_cache, checkpoint, "test_cache")
     input_size = int(checkpoint["input_size"])
-    model = load_model(checkpoint, expected_variant=variant, device=device,
-                       channels_last=channels_last)
+    model = load_model(
+        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
+    )
     params = count_parameters(model)
     flops = count_forward_flops(model, input_size)
-    kwargs = {"input_size": input_size, "batch_size": cfg.batch_size, "device": device,
-              "amp_dtype": amp_dtype, "channels_last": channels_last,
-              "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers")}
+    kwargs = {
+        "input_size": input_size,
+        "batch_size": cfg.batch_size,
+        "device": device,
+        "amp_dtype": amp_dtype,
+        "channels_last": channels_last,
+        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
+    }
     val = score_cache(model, val_cache, **kwargs)  # first: it also warms up the timed test pass
     test = score_cache(model, test_cache, **kwargs)
-    predictions, metrics = summarise_scores(test, list(test_cache.paths), cfg, val=val)
+    predictions, metrics = summarise_scores(
+        test, list(test_cache.paths), cfg.bootstrap_kwargs(), val=val
+    )
     metrics.update(
         params=params,
         gflops=flops / 1e9,
         images_per_s=test.images_per_s,
-        images_per_s_note=(f"test-set scoring incl. loading; batch {cfg.batch_size}, "
-                           f"{device.type}, amp {_amp_name(amp_dtype)}, channels_last "
-                           f"{channels_last}"),
+        images_per_s_note=(
+            f"test-set scoring incl. loading; batch {cfg.batch_size}, "
+            f"{device.type}, amp {_amp_name(amp_dtype)}, channels_last "
+            f"{channels_last}"
+        ),
         test_cache_sha256=test_cache.meta.get("sha256"),
-        evaluation={"device": str(device), "amp": _amp_name(amp_dtype),
-                    "channels_last": channels_last, "batch_size": cfg.batch_size},
+        evaluation={
+            "device": str(device),
+            "amp": _amp_name(amp_dtype),
+            "channels_last": channels_last,
+            "batch_size": cfg.batch_size,
+        },
         **_facts(checkpoint),
     )
     logger.info(
         "%s: test acc %.4f (95%% CI %.4f-%.4f), loss %.4f, AUC %.4f, EER %.4f on %d images; "
         "%.2f GFLOPs/image, %.0f images/s",
-        checkpoint.get("namespace", variant), metrics["acc"], metrics["acc_ci_low"],
-        metrics["acc_ci_high"], metrics["loss"], metrics["auc"], metrics["eer"], metrics["n"],
-        metrics["gflops"], metrics["images_per_s"],
+        checkpoint.get("namespace", variant),
+        metrics["acc"],
+        metrics["acc_ci_low"],
+        metrics["acc_ci_high"],
+        metrics["loss"],
+        metrics["auc"],
+        metrics["eer"],
+        metrics["n"],
+        metrics["gflops"],
+        metrics["images_per_s"],
     )
     return predictions, json_ready(metrics)
 
@@ -165,20 +171,30 @@ def evaluate_robustness(
         logger.info("robustness stage disabled (evaluation.robustness.enabled: false)")
         return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = load_model(checkpoint, expected_variant=variant, device=device,
-                       channels_last=channels_last)
-    kwargs = {"input_size": int(checkpoint["input_size"]), "batch_size": cfg.batch_size,
-              "device": device, "amp_dtype": amp_dtype, "channels_last": channels_last,
-              "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers")}
+    model = load_model(
+        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
+    )
+    kwargs = {
+        "input_size": int(checkpoint["input_size"]),
+        "batch_size": cfg.batch_size,
+        "device": device,
+        "amp_dtype": amp_dtype,
+        "channels_last": channels_last,
+        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
+    }
     rows = []
     for name, images in [("clean", test_cache)] + [
         (p.name, PerturbedImages(test_cache, p)) for p in cfg.perturbations
     ]:
         scores = score_cache(model, images, **kwargs)
         m = classification_metrics(scores.labels, scores.logits)
-        rows.append({"perturbation": name, "acc": m["acc"], "auc": m["auc"], "loss": m["loss"],
-                     "n": m["n"]})
+        rows.append(
+            {"perturbation": name, "acc": m["acc"], "auc": m["auc"], "loss": m["loss"], "n": m["n"]}
+        )
     table = pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
-    logger.info("%s robustness (acc): %s", checkpoint.get("namespace", variant),
-                ", ".join(f"{r.perturbation} {r.acc:.3f}" for r in table.itertuples()))
+    logger.info(
+        "%s robustness (acc): %s",
+        checkpoint.get("namespace", variant),
+        ", ".join(f"{r.perturbation} {r.acc:.3f}" for r in table.itertuples()),
+    )
     return table

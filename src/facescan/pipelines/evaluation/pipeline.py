@@ -44,7 +44,11 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
             ]
         )
         pipelines.append(
-            Pipeline(base, namespace=run.namespace, inputs={"test_cache", "val_cache"},
-                     parameters={"params:evaluation"})
+            Pipeline(
+                base,
+                namespace=run.namespace,
+                inputs={"test_cache", "val_cache"},
+                parameters={"params:evaluation"},
+            )
         )
     return Pipeline(pipelines)

@@ -56,30 +56,46 @@ def predict_images(
     cfg = PredictConfig.from_params(predict)
     paths = list_image_files(cfg.input_path, name="predict.input_path")
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = load_model(checkpoint, expected_variant=variant, device=device,
-                       channels_last=channels_last)
-    logger.info("scoring %d files from %s with %s on %s", len(paths), cfg.input_path,
-                checkpoint.get("namespace", variant), device)
+    model = load_model(
+        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
+    )
+    logger.info(
+        "scoring %d files from %s with %s on %s",
+        len(paths),
+        cfg.input_path,
+        checkpoint.get("namespace", variant),
+        device,
+    )
     scored, logits, rejected = score_files(
-        model, paths,
+        model,
+        paths,
         cache_size=int(checkpoint["cache_size"]),
         max_size=int(preprocess["max_size"]),
         input_size=int(checkpoint["input_size"]),
         batch_size=cfg.batch_size,
-        device=device, amp_dtype=amp_dtype, channels_last=channels_last,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
         num_workers=resolve_num_workers(cfg.num_workers, "predict.num_workers"),
         background=check_background(background, "data.background"),
         desc=f"predict {checkpoint.get('namespace', variant)}",
     )
     p_fake = p_fake_from_logits(logits) if len(scored) else []
-    predictions = pd.DataFrame({
-        "path": scored,
-        "p_fake": p_fake,
-        "label": predict_labels(p_fake, cfg.threshold) if len(scored) else [],
-    }).astype({"path": str, "p_fake": float, "label": int})
+    predictions = pd.DataFrame(
+        {
+            "path": scored,
+            "p_fake": p_fake,
+            "label": predict_labels(p_fake, cfg.threshold) if len(scored) else [],
+        }
+    ).astype({"path": str, "p_fake": float, "label": int})
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason"])
-    logger.info("%d scored (%d called fake at p_fake > %g), %d skipped", len(predictions),
-                int(predictions["label"].sum()), cfg.threshold, len(rejected_df))
+    logger.info(
+        "%d scored (%d called fake at p_fake > %g), %d skipped",
+        len(predictions),
+        int(predictions["label"].sum()),
+        cfg.threshold,
+        len(rejected_df),
+    )
     return predictions.sort_values("path", ignore_index=True), rejected_df
 
 
@@ -102,7 +118,8 @@ def make_submission(predictions: pd.DataFrame) -> pd.DataFrame:
         logger.warning(
             "%d files share an ImageID with another file (e.g. %s): the submission lists each; "
             "file names must be unique for a valid submission",
-            len(duplicated), sorted(set(duplicated))[:5],
+            len(duplicated),
+            sorted(set(duplicated))[:5],
         )
     numeric = pd.to_numeric(submission["ImageID"], errors="coerce")
     if numeric.notna().all() and len(submission):

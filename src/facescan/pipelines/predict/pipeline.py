@@ -20,22 +20,34 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     pipelines = []
     for run in runs:
         predict = functools.update_wrapper(
-            functools.partial(predict_images, variant=run.variant), predict_images)
+            functools.partial(predict_images, variant=run.variant), predict_images
+        )
         base = Pipeline(
             [
                 Node(
                     predict,
-                    inputs=["model", "params:predict", "params:preprocess",
-                            "params:data.background"],
+                    inputs=[
+                        "model",
+                        "params:predict",
+                        "params:preprocess",
+                        "params:data.background",
+                    ],
                     outputs=["predictions", "predict_rejected"],
                     name="predict_images",
                 ),
-                Node(make_submission, inputs="predictions", outputs="submission",
-                     name="make_submission"),
+                Node(
+                    make_submission,
+                    inputs="predictions",
+                    outputs="submission",
+                    name="make_submission",
+                ),
             ]
         )
-        pipelines.append(Pipeline(
-            base, namespace=run.namespace,
-            parameters={"params:predict", "params:preprocess", "params:data.background"},
-        ))
+        pipelines.append(
+            Pipeline(
+                base,
+                namespace=run.namespace,
+                parameters={"params:predict", "params:preprocess", "params:data.background"},
+            )
+        )
     return Pipeline(pipelines)

@@ -51,9 +51,10 @@ def gather_results(runs: Sequence[tuple[str, str, int | None]], *values: Any) ->
         raise ValueError(f"expected {k * len(runs)} inputs for {len(runs)} runs, got {len(values)}")
     results = []
     for i, (namespace, variant, seed) in enumerate(runs):
-        metrics, predictions, history, robustness = values[k * i: k * (i + 1)]
-        results.append(RunResult(namespace, variant, seed, dict(metrics), predictions,
-                                 history, robustness))
+        metrics, predictions, history, robustness = values[k * i : k * (i + 1)]
+        results.append(
+            RunResult(namespace, variant, seed, dict(metrics), predictions, history, robustness)
+        )
     return results
 
 
@@ -72,14 +73,21 @@ def build_ablation_table(
         per comparison with the baseline) and the remarks.
     """
     cfg = EvaluationConfig.from_params(evaluation)
-    table, remarks = ablation_table(results, baseline=ablation.get("baseline"), alpha=cfg.alpha,
-                                    **cfg.bootstrap_kwargs())
+    table, remarks = ablation_table(
+        results, baseline=ablation.get("baseline"), alpha=cfg.alpha, **cfg.bootstrap_kwargs()
+    )
     md = "# Ablation table\n\n" + to_markdown(table, columns=TABLE_COLUMNS)
     if remarks:
         md += "\n" + "\n".join(f"- {r}" for r in remarks) + "\n"
     for row in table.itertuples():
-        logger.info("%-22s acc %.4f  loss %.4f  auc %.4f  McNemar p %s", row.variant, row.acc,
-                    row.loss, row.auc, "-" if math.isnan(row.mcnemar_p) else f"{row.mcnemar_p:.3g}")
+        logger.info(
+            "%-22s acc %.4f  loss %.4f  auc %.4f  McNemar p %s",
+            row.variant,
+            row.acc,
+            row.loss,
+            row.auc,
+            "-" if math.isnan(row.mcnemar_p) else f"{row.mcnemar_p:.3g}",
+        )
     return table, md, remarks
 
 
@@ -107,12 +115,14 @@ def plot_ablation(
             histories[r.namespace] = r.history
     figures = {
         "roc_curves": plot_roc_curves(
-            {v: (r.predictions["label"], r.predictions["p_fake"]) for v, r in first.items()}),
+            {v: (r.predictions["label"], r.predictions["p_fake"]) for v, r in first.items()}
+        ),
         "accuracy_ci": plot_accuracy_ci(table),
         "accuracy_vs_gflops": plot_accuracy_vs_gflops(table),
         "training_curves": plot_training_curves(histories),
         "confusion_matrices": plot_confusion_matrices(
-            {v: r.metrics["confusion_matrix"] for v, r in first.items()}),
+            {v: r.metrics["confusion_matrix"] for v, r in first.items()}
+        ),
         "robustness": plot_robustness(robustness),
     }
     named = {f"{k}.png": fig for k, fig in figures.items()}
@@ -123,16 +133,20 @@ def _runs_table(results: list[RunResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         prov = r.metrics.get("training_provenance") or {}
-        rows.append({
-            "namespace": r.namespace, "variant": r.variant, "seed": r.seed,
-            "best_epoch": r.metrics.get("best_epoch"),
-            "best_val_acc": r.metrics.get("best_val_acc"),
-            "train_seconds": r.metrics.get("train_seconds"),
-            "input_size": r.metrics.get("input_size"),
-            "git_commit": str(prov.get("git_commit", "unknown"))[:12],
-            "data_fingerprint": str(r.metrics.get("data_fingerprint") or "unknown")[:12],
-            "test_cache_sha256": str(r.metrics.get("test_cache_sha256") or "unknown")[:12],
-        })
+        rows.append(
+            {
+                "namespace": r.namespace,
+                "variant": r.variant,
+                "seed": r.seed,
+                "best_epoch": r.metrics.get("best_epoch"),
+                "best_val_acc": r.metrics.get("best_val_acc"),
+                "train_seconds": r.metrics.get("train_seconds"),
+                "input_size": r.metrics.get("input_size"),
+                "git_commit": str(prov.get("git_commit", "unknown"))[:12],
+                "data_fingerprint": str(r.metrics.get("data_fingerprint") or "unknown")[:12],
+                "test_cache_sha256": str(r.metrics.get("test_cache_sha256") or "unknown")[:12],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -181,8 +195,11 @@ def render_ablation_report(
     fingerprints = {r.metrics.get("test_cache_sha256") for r in results}
     if len(fingerprints) > 1:
         notes.append("The runs were not all evaluated on the same test cache.")
-    settings = {k: parameters[k] for k in ("data", "split", "preprocess", "model", "training",
-                                          "ablation", "evaluation") if k in parameters}
+    settings = {
+        k: parameters[k]
+        for k in ("data", "split", "preprocess", "model", "training", "ablation", "evaluation")
+        if k in parameters
+    }
     html = render_report(
         table=table,
         remarks=remarks,
@@ -197,6 +214,10 @@ def render_ablation_report(
         stage_timings=stage_timings,
         data_hash=manifest_hash(split_manifest),
     )
-    logger.info("ablation report: %d variants, %d caveats, %.0f kB", len(table), len(notes),
-                len(html) / 1024)
+    logger.info(
+        "ablation report: %d variants, %d caveats, %.0f kB",
+        len(table),
+        len(notes),
+        len(html) / 1024,
+    )
     return html
