@@ -67,3 +67,13 @@ def test_a_crashing_worker_fails_the_node_with_its_message(caches, tmp_path) -> 
             input_size=INPUT,
         )
     assert not (tmp_path / "resume" / "resnet50" / "done.json").exists()
+
+
+def test_the_recorded_cause_wins_over_a_lost_peer(tmp_path, monkeypatch) -> None:
+    """Rank 0 only lost its peer; rank 1 raised first: the error names rank 1's exception."""
+    from facescan.training import distributed as d
+
+    monkeypatch.setenv(d._FAILURE_DIR_ENV, str(tmp_path))
+    d.record_failure(1, RuntimeError("disk full"))
+    d.record_failure(0, RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:1"))
+    assert d._recorded_failure(str(tmp_path)) == (1, "RuntimeError: disk full")

@@ -53,13 +53,14 @@ GENERATOR_VERSION = 1
 _STAMP = ".facescan_synthetic.json"
 # Calibration (docs/data.md gives the measured effect): (a, b) pairs are ranges or a + b * difficulty.
 _TRACE_SHARE = 0.9  # share of the fakes' fine-detail variance that is periodic trace, at difficulty 0
+_PERIODIC_DISCOUNT = 0.75
 _EARLY_SHARE = 0.5  # share of the trace variance from the earlier up-sampling stage
-_SHOT = (0.0004, 0.0012)  # sensor shot-noise variance per unit signal
-_READ = (0.003, 0.008)  # sensor read-noise std
+_SHOT = (0.005, 0.015)  # sensor shot-noise variance per unit signal
+_READ = (0.012, 0.028)  # sensor read-noise std
 _LENS = (0.4, 0.8)  # lens blur sigma (px) ...
 _LENS_D = 0.5  # ... plus this times the difficulty
 _GEN_NOISE = (0.006, 0.014)  # generator noise std
-_FAKE_DETAIL = (0.006, 0.016)  # std of trace + full-resolution noise in fakes
+_FAKE_DETAIL = (0.035, 0.07)  # std of trace + full-resolution noise in fakes
 _POST_NOISE = (0.004, 0.03)  # max std of the noise both labels get
 
 # Skin tones from light to dark (sRGB, 0..1); a tone is a random point on this polyline.
@@ -345,7 +346,8 @@ def render_real(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     rng = _rng(seed, 0, index, 1)
     img = _render(scene, size)
     # Lens: a little optical blur before the colour filter array.
-    img = ndimage.gaussian_filter(img, sigma=(rng.uniform(*_LENS) + _LENS_D * difficulty,) * 2 + (0,), mode="mirror")
+    sigma = rng.uniform(*_LENS) + _LENS_D * difficulty
+    img = ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), mode="mirror")
     masks = _bayer_masks(size, int(rng.integers(4)))
     mosaic = (img.transpose(2, 0, 1) * masks).sum(axis=0)
     # Sensor noise: shot noise (variance proportional to the signal) plus read noise, on the raw
@@ -355,7 +357,8 @@ def render_real(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     mosaic = mosaic + rng.normal(0.0, 1.0, mosaic.shape).astype(np.float32) * np.sqrt(
         shot * mosaic + read * read
     )
-    return _post(_bilinear_demosaic(mosaic, masks), rng, difficulty)
+    rgb = _bilinear_demosaic(mosaic, masks)
+    return _post(rgb, rng, difficulty)
 
 
 def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarray:
@@ -402,10 +405,13 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     )
     # Fine detail (trace + full-resolution noise) has one total level whatever the difficulty, so
     # the JPEG size says nothing about the label; the difficulty only moves it from trace to noise.
-    detail = rng.uniform(*_FAKE_DETAIL)
     share = _TRACE_SHARE * (1.0 - difficulty)
+    # A periodic pattern costs JPEG fewer bytes than noise of the same energy: mostly-trace images
+    # get a little more detail so that their files are as large.
+    detail = rng.uniform(*_FAKE_DETAIL) * (1.0 + _PERIODIC_DISCOUNT * max(share - 0.45, 0.0))
     trace *= detail * np.sqrt(share) / max(float(trace.std()), 1e-8)
-    noise = rng.normal(0.0, detail * np.sqrt(1.0 - share), smooth.shape).astype(np.float32)
+    noise = rng.normal(0.0, 1.0, smooth.shape).astype(np.float32)
+    noise *= detail * np.sqrt(1.0 - share) / max(float(noise.std()), 1e-8)
     out = smooth + trace + noise
     return _post(out, rng, difficulty)
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +34,20 @@ __all__ = [
     "dist_env",
     "init_process_group",
     "launch",
+    "record_failure",
     "under_torchrun",
 ]
+
+# Where workers started by :func:`launch` record their exception the moment it is raised.
+_FAILURE_DIR_ENV = "FACESCAN_DDP_FAILURE_DIR"
+# A worker that only lost its peers fails with one of these; the cause is elsewhere.
+_PEER_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote process exited",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +169,54 @@ def launch(
         monitor_interval=0.2,
         start_method="spawn",
     )
+    failure_dir = tempfile.mkdtemp(prefix="facescan-ddp-")
+    previous = os.environ.get(_FAILURE_DIR_ENV)
+    os.environ[_FAILURE_DIR_ENV] = failure_dir  # spawned workers inherit it
     try:
         return elastic_launch(config, fn)(*args)
     except ChildFailedError as exc:
-        rank, failure = _root_failure(exc)
+        recorded = _recorded_failure(failure_dir)
+        if recorded is None:
+            rank, failure = _root_failure(exc)
+            recorded = (rank, _failure_text(failure))
+        rank, text = recorded
         raise WorkerFailedError(
-            f"DDP worker rank {rank} of {nproc} failed ({name}): {_failure_text(failure)}"
+            f"DDP worker rank {rank} of {nproc} failed ({name}): {text}"
         ) from None
+    finally:
+        if previous is None:
+            os.environ.pop(_FAILURE_DIR_ENV, None)
+        else:
+            os.environ[_FAILURE_DIR_ENV] = previous
+        shutil.rmtree(failure_dir, ignore_errors=True)
+
+
+def record_failure(rank: int, exc: BaseException) -> None:
+    """Called by a worker as soon as it raises, before tearing down its process group.
+
+    The launcher stops the other workers as soon as one exits, so the worker that caused a
+    failure may be killed while unwinding, before torch's own error file exists, while its peers
+    report only a lost connection. This record lets :func:`launch` name the real cause.
+    """
+    folder = os.environ.get(_FAILURE_DIR_ENV)
+    if not folder or not os.path.isdir(folder):
+        return
+    record = {"rank": rank, "time": time.time(), "message": f"{type(exc).__name__}: {exc}"}
+    with contextlib.suppress(OSError), open(os.path.join(folder, f"rank{rank}.json"), "w") as fh:
+        json.dump(record, fh)
+
+
+def _recorded_failure(folder: str) -> tuple[int, str] | None:
+    """The earliest recorded failure that is not merely a lost peer (else the earliest one)."""
+    records = []
+    for name in os.listdir(folder):
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(folder, name)) as fh:
+            records.append(json.load(fh))
+    if not records:
+        return None
+    causes = [r for r in records if not any(m in r["message"] for m in _PEER_LOST)] or records
+    first = min(causes, key=lambda r: (r["time"], r["rank"]))
+    return int(first["rank"]), str(first["message"])
 
 
 def _root_failure(exc: Any) -> tuple[int, Any]:

@@ -44,6 +44,7 @@ from facescan.training.distributed import (
     broadcast_object,
     dist_env,
     init_process_group,
+    record_failure,
     under_torchrun,
 )
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
@@ -161,6 +162,10 @@ def run_worker(spec: RunSpec) -> None:
         init_process_group(backend, config.distributed.timeout_s, device)
     try:
         _Trainer(spec, env, device).run()
+    except BaseException as exc:
+        if distributed:
+            record_failure(env.rank, exc)  # before the teardown below, which peers may outlive
+        raise
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
