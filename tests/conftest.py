@@ -15,8 +15,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 REPO = Path(__file__).resolve().parents[1]
 FACES_A = REPO.parent / "shared" / "data" / "faces-a"
 LAYERS = (
-    "01_raw", "02_intermediate", "03_primary", "04_feature",
-    "05_model_input", "06_models", "07_model_output", "08_reporting",
+    "01_raw",
+    "02_intermediate",
+    "03_primary",
+    "04_feature",
+    "05_model_input",
+    "06_models",
+    "07_model_output",
+    "08_reporting",
 )
 
 
@@ -64,7 +70,9 @@ def run_kedro(
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=nest_params(params)) as session:
+    with KedroSession.create(
+        project_path=project, env=env, runtime_params=nest_params(params)
+    ) as session:
         return session.run(pipeline_names=list(pipelines), **run_kwargs)
 
 
@@ -74,7 +82,9 @@ def load_catalog(project: Path, env: str = "test", params: dict[str, Any] | None
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=nest_params(params)) as session:
+    with KedroSession.create(
+        project_path=project, env=env, runtime_params=nest_params(params)
+    ) as session:
         return session.load_context().catalog
 
 

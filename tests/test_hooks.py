@@ -79,7 +79,9 @@ def test_stage_timing_hook_hands_timings_to_the_report_node() -> None:
     assert set(catalog["stage_timings"]) == {"runs", "other"}
 
 
-@pytest.mark.parametrize(("module", "stage"), [("facescan.pipelines.training.nodes", "training"), ("os", "other")])
+@pytest.mark.parametrize(
+    ("module", "stage"), [("facescan.pipelines.training.nodes", "training"), ("os", "other")]
+)
 def test_stage_of(module: str, stage: str) -> None:
     def f() -> None: ...
 

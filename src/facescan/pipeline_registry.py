@@ -44,7 +44,9 @@ def _ablation_config() -> dict[str, Any]:
         from kedro.config import OmegaConfigLoader
 
         loader = OmegaConfigLoader(
-            str(conf), base_env="base", default_run_env="local",
+            str(conf),
+            base_env="base",
+            default_run_env="local",
             merge_strategy={"parameters": "soft"},
         )
         return loader["parameters"].get("ablation") or {}
