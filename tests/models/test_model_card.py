@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from facescan.models import list_variants
 
@@ -40,7 +41,8 @@ def test_tables_cover_every_variant_and_option(card: ModuleType) -> None:
         in variants
     )
     assert "| `vit_dim` | `512` |" in card.options_table()
-    assert card.demo_input_size() == 64
+    base = yaml.safe_load((REPO / "conf" / "base" / "parameters_preprocess.yml").read_text())
+    assert card.demo_input_size() == base["preprocess"]["input_size"]
 
 
 def test_committed_model_card_has_the_generated_section(card: ModuleType) -> None:
@@ -48,4 +50,5 @@ def test_committed_model_card_has_the_generated_section(card: ModuleType) -> Non
     assert text.count(card.START) == 1 and text.count(card.END) == 1
     section = text.split(card.START, 1)[1].split(card.END, 1)[0]
     assert card.variants_table() in section and card.options_table() in section
-    assert "| `resnet50` | 23,512,130 | 8.17 | 0.67 | 1.00x |" in section
+    # GFLOPs at 224 and at the base environment's 48 px demo input
+    assert "| `resnet50` | 23,512,130 | 8.17 | 0.43 | 1.00x |" in section
