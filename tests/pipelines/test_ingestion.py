@@ -217,6 +217,8 @@ def test_bad_source_parameters_are_named(kedro_project: Path, tmp_path: Path) ->
         run_kedro(kedro_project, ["ingestion"], params={"data.source.type": "s3"})
     with pytest.raises(ValueError, match="data.source.path must be set"):
         run_kedro(kedro_project, ["ingestion"], params={"data.source.type": "folder"})
+    with pytest.raises(ValueError, match="preprocess.threads"):
+        run_kedro(kedro_project, ["ingestion"], params={"preprocess.threads": 0})
     with pytest.raises(FileNotFoundError, match="data.source.path"):
         run_kedro(
             kedro_project,

@@ -9,16 +9,18 @@ generated images rely on:
   blurred by a lens, sampled through a Bayer colour filter array, given signal-dependent sensor noise,
   demosaiced bilinearly and saved as JPEG at a random quality.
 * ``fake`` (label 1) goes through a simulated generator: the scene is rendered at half resolution
-  with generator "texture" noise, then up-sampled x2 by zero insertion and a transposed-convolution-like
-  kernel whose four output phases have slightly different gains. That leaves the periodic
+  with generator noise, then up-sampled the way generators do: the phase gains of an earlier x2 stage
+  (period 4 in the output) and a last x2 stage by zero insertion and a transposed-convolution-like
+  kernel whose four output phases have unequal gains (period 2). That leaves the periodic
   (checkerboard) traces and spectral peaks described by Odena et al. (2016), Zhang et al. (2019),
   Durall et al. (2020) and Frank et al. (2020). Then the same JPEG distribution.
 
-``difficulty`` in [0, 1] weakens the generator traces and adds post-processing noise and stronger JPEG
-to both classes. Every image has its own random stream derived from ``(seed, label, index)``, so an
-image is the same whatever the number of images, the order or the number of workers that make it.
-Images are generated at the size they will be cached at: the traces repeat every two pixels and a
-later downscale would erase them.
+Fine detail (trace plus noise) has one level in both classes, so JPEG sizes don't give the label away.
+``difficulty`` in [0, 1] moves the fakes' detail from trace to plain noise, blurs the camera's lens a
+little more, and adds shared noise and stronger JPEG to both classes. Every image has its own random
+stream derived from ``(seed, label, index)``, so an image is the same whatever the number of images,
+the order or the number of workers that make it. Images are generated at the size they will be cached
+at: the traces repeat every two to four pixels and a later downscale would erase them.
 """
 
 from __future__ import annotations
@@ -49,32 +51,45 @@ logger = logging.getLogger(__name__)
 #: Sub-folder of each label in the generated tree (the folder source's class names).
 CLASS_DIRS: dict[int, str] = {0: "real", 1: "fake"}
 #: Bumped whenever the generator's output changes, so stale folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _STAMP = ".facescan_synthetic.json"
-# Calibration (docs/data.md gives the measured effect): (a, b) pairs are ranges or a + b * difficulty.
-_TRACE_SHARE = 0.9  # share of the fakes' fine-detail variance that is periodic trace, at difficulty 0
-_PERIODIC_DISCOUNT = 0.75
-_EARLY_SHARE = 0.5  # share of the trace variance from the earlier up-sampling stage
-_SHOT = (0.005, 0.015)  # sensor shot-noise variance per unit signal
-_READ = (0.012, 0.028)  # sensor read-noise std
-_LENS = (0.4, 0.8)  # lens blur sigma (px) ...
+# Calibration. Ranges are (low, high) of a uniform draw per image. Measured effects: docs/data.md.
+_LENS = (0.4, 0.8)  # real: lens blur sigma in pixels ...
 _LENS_D = 0.5  # ... plus this times the difficulty
-_GEN_NOISE = (0.006, 0.014)  # generator noise std
-_FAKE_DETAIL = (0.035, 0.07)  # std of trace + full-resolution noise in fakes
-_POST_NOISE = (0.004, 0.03)  # max std of the noise both labels get
+_SHOT = (0.005, 0.015)  # real: sensor shot-noise variance per unit signal
+_READ = (0.012, 0.028)  # real: sensor read-noise std
+_GEN_NOISE = (0.006, 0.014)  # fake: noise std injected at half resolution
+_FAKE_DETAIL = (0.033, 0.066)  # fake: std of the fine detail (periodic trace + full-res noise)
+_TRACE_SHARE = 0.9  # fake: share of that detail's variance that is trace, at difficulty 0 (0 at 1)
+_EARLY_SHARE = 0.5  # fake: share of the trace's variance from the earlier up-sampling stage
+_DETAIL_BY_SHARE = ((0.0, 0.45, 0.9), (0.94, 1.0, 1.34))  # fake: detail factor by trace share
+_POST_NOISE = (0.004, 0.03)  # both: the shared noise std is drawn in [0, a + b * difficulty]
 
 # Skin tones from light to dark (sRGB, 0..1); a tone is a random point on this polyline.
 _SKIN = np.array(
-    [[0.98, 0.84, 0.74], [0.90, 0.70, 0.56], [0.76, 0.53, 0.38], [0.55, 0.36, 0.24], [0.34, 0.22, 0.15]],
+    [
+        [0.98, 0.84, 0.74],
+        [0.90, 0.70, 0.56],
+        [0.76, 0.53, 0.38],
+        [0.55, 0.36, 0.24],
+        [0.34, 0.22, 0.15],
+    ],
     dtype=np.float32,
 )
 _HAIR = np.array(
-    [[0.08, 0.06, 0.05], [0.22, 0.14, 0.09], [0.42, 0.28, 0.16], [0.78, 0.64, 0.40],
-     [0.55, 0.25, 0.12], [0.62, 0.62, 0.62]],
+    [
+        [0.08, 0.06, 0.05],
+        [0.22, 0.14, 0.09],
+        [0.42, 0.28, 0.16],
+        [0.78, 0.64, 0.40],
+        [0.55, 0.25, 0.12],
+        [0.62, 0.62, 0.62],
+    ],
     dtype=np.float32,
 )
 _IRIS = np.array(
-    [[0.30, 0.18, 0.10], [0.20, 0.35, 0.55], [0.30, 0.42, 0.28], [0.12, 0.09, 0.07]], dtype=np.float32
+    [[0.30, 0.18, 0.10], [0.20, 0.35, 0.55], [0.30, 0.42, 0.28], [0.12, 0.09, 0.07]],
+    dtype=np.float32,
 )
 # Bilinear interpolation kernels for x2 up-sampling after zero insertion: all four output phases have
 # gain 1, so any imbalance added to them is the generator's periodic trace.
@@ -103,6 +118,7 @@ class SyntheticSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise ValueError(f"data.synthetic.{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # plain ints: the spec is written as JSON
         if self.n_images < 2:
             raise ValueError(
                 f"data.synthetic.n_images must be at least 2 (one image per class), got {self.n_images}"
@@ -114,6 +130,7 @@ class SyntheticSpec:
         d = self.difficulty
         if isinstance(d, bool) or not isinstance(d, int | float) or not 0.0 <= d <= 1.0:
             raise ValueError(f"data.synthetic.difficulty must be a number in [0, 1], got {d!r}")
+        object.__setattr__(self, "difficulty", float(d))
 
     @property
     def counts(self) -> dict[int, int]:
@@ -169,12 +186,20 @@ def _sample_scene(rng: np.random.Generator) -> _Scene:
     s = rng.uniform(0.42, 0.62)
     n_blobs = 3
     blobs = np.column_stack(
-        [rng.uniform(-1, 1, n_blobs), rng.uniform(-1, 1, n_blobs), rng.uniform(0.2, 0.7, n_blobs),
-         rng.uniform(0.1, 0.9, (n_blobs, 3))]
+        [
+            rng.uniform(-1, 1, n_blobs),
+            rng.uniform(-1, 1, n_blobs),
+            rng.uniform(0.2, 0.7, n_blobs),
+            rng.uniform(0.1, 0.9, (n_blobs, 3)),
+        ]
     ).astype(np.float32)
     mottle = np.column_stack(
-        [rng.uniform(-5, 5, 3), rng.uniform(-5, 5, 3), rng.uniform(0, 2 * np.pi, 3),
-         rng.uniform(0.01, 0.035, 3)]
+        [
+            rng.uniform(-5, 5, 3),
+            rng.uniform(-5, 5, 3),
+            rng.uniform(0, 2 * np.pi, 3),
+            rng.uniform(0.01, 0.035, 3),
+        ]
     ).astype(np.float32)
     return _Scene(
         bg0=colour(0.05, 0.95),
@@ -214,7 +239,9 @@ def _render(scene: _Scene, size: int) -> np.ndarray:
     x, y = np.meshgrid(coords, coords)  # (S, S) each; y grows downwards
     px = size / 2.0  # pixels per coordinate unit: soft edges are ~1 pixel wide at any resolution
 
-    def ellipse(cx: float, cy: float, ax: float, ay: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def ellipse(
+        cx: float, cy: float, ax: float, ay: float, u: np.ndarray, v: np.ndarray
+    ) -> np.ndarray:
         r = np.sqrt(((u - cx) / ax) ** 2 + ((v - cy) / ay) ** 2)
         return np.clip((1.0 - r) * (min(ax, ay) * px) + 0.5, 0.0, 1.0)[..., None]
 
@@ -267,7 +294,9 @@ def _render(scene: _Scene, size: int) -> np.ndarray:
         img = over(img, ellipse(ex, ey - 0.2 * ay, 0.16 * ax, 0.035 * ay, u, v) * 0.85, scene.hair)
         img = over(img, ellipse(ex, ey, 0.14 * ax, 0.065 * ay, u, v), np.float32(0.92))
         img = over(img, ellipse(ex + 0.02 * scene.yaw, ey, 0.06 * ax, 0.06 * ay, u, v), scene.iris)
-        img = over(img, ellipse(ex + 0.02 * scene.yaw, ey, 0.025 * ax, 0.025 * ay, u, v), np.float32(0.03))
+        img = over(
+            img, ellipse(ex + 0.02 * scene.yaw, ey, 0.025 * ax, 0.025 * ay, u, v), np.float32(0.03)
+        )
     nose = ellipse(fx * 1.2 + 0.05 * ax, 0.22 * ay, 0.07 * ax, 0.2 * ay, u, v) * 0.35
     img = over(img, nose, scene.skin * 0.6)
     img = over(img, ellipse(fx, scene.mouth_y * ay, scene.mouth_w * ax, 0.06 * ay, u, v), scene.lip)
@@ -364,9 +393,11 @@ def render_real(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
 def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarray:
     """The ``index``-th fake image before JPEG: a scene through a simulated generator.
 
-    The scene is rendered at half resolution with generator texture noise, then up-sampled x2 by
-    zero insertion and a kernel whose output phases have unequal gains (the checkerboard of
-    transposed convolutions). ``difficulty`` scales that imbalance down.
+    The scene is rendered at half resolution with generator noise and up-sampled x2 by zero
+    insertion and a bilinear kernel. The trace is what a generator's up-sampling adds on top: the
+    phase gains of an earlier x2 stage (period 4) and a zero-sum perturbation of the last kernel
+    (period 2, the checkerboard of transposed convolutions), both proportional to the signal.
+    ``difficulty`` replaces trace by noise of the same energy.
 
     Args:
         seed: the data set's seed.
@@ -399,19 +430,17 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     smooth = _upsample(low, base)[:size, :size]
     late = _upsample(low, perturb)[:size, :size]
     early = _upsample(early, base)[:size, :size]
-    trace = (
-        np.sqrt(_EARLY_SHARE) * early / max(float(early.std()), 1e-8)
-        + np.sqrt(1.0 - _EARLY_SHARE) * late / max(float(late.std()), 1e-8)
-    )
+    trace = np.sqrt(_EARLY_SHARE) * early / max(float(early.std()), 1e-8) + np.sqrt(
+        1.0 - _EARLY_SHARE
+    ) * late / max(float(late.std()), 1e-8)
     # Fine detail (trace + full-resolution noise) has one total level whatever the difficulty, so
     # the JPEG size says nothing about the label; the difficulty only moves it from trace to noise.
     share = _TRACE_SHARE * (1.0 - difficulty)
     # A periodic pattern costs JPEG fewer bytes than noise of the same energy: mostly-trace images
     # get a little more detail so that their files are as large.
-    detail = rng.uniform(*_FAKE_DETAIL) * (1.0 + _PERIODIC_DISCOUNT * max(share - 0.45, 0.0))
+    detail = rng.uniform(*_FAKE_DETAIL) * float(np.interp(share, *_DETAIL_BY_SHARE))
     trace *= detail * np.sqrt(share) / max(float(trace.std()), 1e-8)
-    noise = rng.normal(0.0, 1.0, smooth.shape).astype(np.float32)
-    noise *= detail * np.sqrt(1.0 - share) / max(float(noise.std()), 1e-8)
+    noise = rng.normal(0.0, detail * np.sqrt(1.0 - share), smooth.shape).astype(np.float32)
     out = smooth + trace + noise
     return _post(out, rng, difficulty)
 
@@ -513,6 +542,11 @@ def generate_synthetic(output_dir: str | Path, spec: SyntheticSpec, progress: bo
     _write_stamp(stamp_path, {"complete": True, "spec": wanted, "files": names})
     logger.info(
         "Generated %d synthetic images (%d real, %d fake, %d px, difficulty %.2f) in %s",
-        len(names), spec.counts[0], spec.counts[1], spec.size, spec.difficulty, root,
+        len(names),
+        spec.counts[0],
+        spec.counts[1],
+        spec.size,
+        spec.difficulty,
+        root,
     )
     return root

@@ -77,7 +77,8 @@ def ingest_images(
 
     Args:
         data: the ``data`` parameters (``source``, ``synthetic``, ``min_side``, ``background``).
-        preprocess: the ``preprocess`` parameters (``cache_size`` is the synthetic default size).
+        preprocess: the ``preprocess`` parameters (``cache_size`` is the synthetic default size,
+            ``threads`` the number of decoding threads: ``auto`` = one per core, at most 8).
 
     Returns:
         ``image_manifest`` (one row per accepted file) and ``rejected_images`` (path, reason).
@@ -88,11 +89,13 @@ def ingest_images(
         FileNotFoundError: ``data.source.path`` or ``data.source.labels_csv`` does not exist.
     """
     min_side = _int_param(data.get("min_side", 32), "data.min_side", 1)
+    threads = preprocess.get("threads", "auto")
+    workers = None if threads in (None, "auto") else _int_param(threads, "preprocess.threads", 1)
     background = check_background(data.get("background", (255, 255, 255)), "data.background")
     where, candidates, names = _list_source(data, preprocess)
     kind = data["source"]["type"]
     logger.info("Checking %d files from %s", len(candidates), where)
-    manifest, rejected = check_candidates(candidates, kind, min_side, background)
+    manifest, rejected = check_candidates(candidates, kind, min_side, background, workers)
 
     per_label, per_reason = summarise(manifest, rejected)
     logger.info(
