@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 
-.PHONY: install ablation test test-fast lint viz tensorboard benchmark clean-venv
+.PHONY: install ablation test test-fast lint viz tensorboard benchmark screenshots clean-venv
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: set PYTHON=/path/to/python3.11"; exit 1; }
@@ -32,8 +32,8 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts notebooks
+	$(BIN)/ruff format --check src tests benchmarks scripts notebooks
 
 viz: install  ## kedro-viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run --no-browser --host 127.0.0.1 --port 4141
@@ -43,6 +43,9 @@ tensorboard: install
 
 benchmark: install
 	$(BIN)/python benchmarks/data_pipeline.py
+
+screenshots: install  ## docs/images/*.png: the kedro-viz graph and the HTML report (needs chromium; run `make ablation` first)
+	$(BIN)/python scripts/screenshots.py $(SCREENSHOT_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from facescan import pipeline_registry
+from facescan.context import hand_ablation_to_registry
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +28,9 @@ class AblationRegistryHook:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        params = context.config_loader["parameters"]
-        if pipeline_registry.set_ablation_config(params.get("ablation") or {}):
-            from kedro.framework.project import pipelines
-
-            pipelines.configure(pipelines._pipelines_module)  # rebuild with the new variants
+        # FacescanContext already did this when it was built; kept for projects that swap the
+        # context class (it finds nothing changed otherwise).
+        hand_ablation_to_registry(context.config_loader)
 
 
 def _stage_of(node: Any) -> str:
