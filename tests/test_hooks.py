@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from facescan.hooks import StageTimingHook, _stage_of
-from tests.conftest import load_catalog
+from tests.conftest import load_catalog, run_kedro
 
 
 def _training_namespaces(project: Path, env: str, params: dict | None = None) -> set[str]:
@@ -87,3 +87,14 @@ def test_stage_of(module: str, stage: str) -> None:
 
     f.__module__ = module
     assert _stage_of(_Node("n", f)) == stage
+
+
+def test_gpu_option_on_a_cpu_machine_fails_before_the_first_node(kedro_project: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=r"^training\.device: cuda was requested but no CUDA GPU"):
+        run_kedro(kedro_project, ["ablation"], params={"training.device": "cuda"})
+    # Nothing ran: ingestion would have written the manifest first.
+    assert not any((kedro_project / "data" / "02_intermediate").iterdir())

@@ -33,6 +33,18 @@ class AblationRegistryHook:
         hand_ablation_to_registry(context.config_loader)
 
 
+class TrainingMachineCheckHook:
+    """Refuses training options this machine cannot honour (a GPU option on a CPU machine, more
+    workers than GPUs) before the first node runs, not after ingestion and preprocessing."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if any("params:training" in n.inputs for n in pipeline.nodes):
+            from facescan.training import TrainConfig
+
+            TrainConfig.from_params(catalog.load("params:training"))
+
+
 def _stage_of(node: Any) -> str:
     """The pipeline a node comes from: the package under facescan.pipelines defining its function."""
     func = getattr(node.func, "func", node.func)  # functools.partial binds the variant

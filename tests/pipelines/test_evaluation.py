@@ -152,3 +152,16 @@ def test_external_configuration_errors_name_the_external_parameters() -> None:
     assert resolved["source"]["classes"] == {"real": 0, "fake": 1}  # kept from data.source
     with pytest.raises(FileNotFoundError, match="external.source.path"):
         ingest_external_images(resolved, {"cache_size": 40})
+
+
+def test_external_class_folder_errors_name_the_external_parameters(tmp_path: Path) -> None:
+    for name in ("Real/a.png", "AI/b.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")  # never decoded: the layout is checked first
+    data = {"source": {"type": "synthetic", "classes": {"real": 0, "fake": 1}}}
+    resolved = resolve_external_data(data, {"source": {"type": "folder", "path": str(tmp_path)}})
+    with pytest.raises(ValueError) as err:
+        ingest_external_images(resolved, {"cache_size": 40})
+    message = str(err.value)
+    assert message.startswith(f"external.source.classes: no class folder in {tmp_path} is named")
+    assert message.endswith("--params external.source.classes.AI=1)")

@@ -102,3 +102,23 @@ def test_predict_without_input_path_names_the_parameter(project_with_model: Path
             namespaces=["resnet50"],
             params=predict_params(input_path="/no/such/folder"),
         )
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_dataset_and_the_fix(kedro_project: Path) -> None:
+    """A checkpoint of another variant, or a bare state dict, saved as resnet50.model."""
+    load_catalog(kedro_project).save(
+        "resnet50.model", fake_checkpoint("se_resnet50", namespace="resnet50")
+    )
+    folder = _folder(kedro_project)
+    params = predict_params(input_path=str(folder))
+    with pytest.raises(ValueError) as err:
+        run_kedro(kedro_project, ["predict"], namespaces=["resnet50"], params=params)
+    assert str(err.value).startswith(
+        "resnet50.model (data/06_models/resnet50/model.pt, latest version): a checkpoint from "
+        "another variant: it holds 'se_resnet50', expected 'resnet50'; to score with it, save it "
+        "as the se_resnet50 run's checkpoint and run with --namespaces se_resnet50"
+    )
+    bare = fake_checkpoint("resnet50")["state_dict"]  # a newer version: a plain state dict
+    load_catalog(kedro_project).save("resnet50.model", bare)
+    with pytest.raises(ValueError, match=r"^resnet50.model \(.*\): not a facescan checkpoint but"):
+        run_kedro(kedro_project, ["predict"], namespaces=["resnet50"], params=params)

@@ -103,7 +103,7 @@ def test_what_is_not_a_facescan_checkpoint_is_refused(trained) -> None:
 def test_loading_refuses_pickled_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "payload": argparse.Namespace(a=1)}, path)
-    with pytest.raises(DatasetError, match="not a loadable checkpoint"):
+    with pytest.raises(DatasetError, match="not a loadable facescan checkpoint"):
         TorchCheckpointDataset(filepath=str(path)).load()
 
 
@@ -125,3 +125,46 @@ def test_saving_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.equal(dataset.load()["w"], torch.ones(3))  # the previous file is intact
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.pt"]  # no temp file left
+
+
+SOURCE = "resnet50.model (data/06_models/resnet50/model.pt, latest version)"
+
+
+def test_checkpoint_errors_are_one_sentence_naming_the_file_and_the_fix(trained) -> None:
+    model, ckpt = trained
+    with pytest.raises(ValueError) as err:
+        model_from_checkpoint(ckpt, expected_variant="resnet50", source=SOURCE)
+    message = str(err.value)
+    assert message.startswith(
+        f"{SOURCE}: a checkpoint from another variant: it holds 'aspp_crossscan_vit', "
+        "expected 'resnet50'; "
+    )
+    assert "--namespaces aspp_crossscan_vit" in message
+    assert "kedro run --pipelines training --namespaces resnet50" in message
+    assert "\n" not in message
+
+    with pytest.raises(ValueError) as err:  # a plain (torchvision-like) state dict
+        model_from_checkpoint(model.state_dict(), source=SOURCE)
+    message = str(err.value)
+    assert message.startswith(f"{SOURCE}: not a facescan checkpoint but a bare state dict (")
+    assert "kedro run --pipelines training" in message and "model.pretrained" in message
+    assert "\n" not in message
+
+    with pytest.raises(ValueError, match=r"^checkpoint: not a facescan checkpoint: its format"):
+        model_from_checkpoint({"format": "other/2", "weights": [1]})
+    with pytest.raises(ValueError, match=r"^checkpoint: an incomplete facescan checkpoint \(no "):
+        model_from_checkpoint({"format": CHECKPOINT_FORMAT, "variant": "resnet50"})
+
+
+def test_weights_that_do_not_fit_are_summarised_in_one_line(trained) -> None:
+    _, ckpt = trained
+    mixed = {**ckpt, "model_options": resolve_options("resnet50", **SMALL)}
+    with pytest.raises(ValueError) as err:
+        model_from_checkpoint(mixed, source=SOURCE)
+    message = str(err.value)
+    assert message.startswith(f"{SOURCE}: a checkpoint from another variant: its weights")
+    assert "unexpected (e.g. " in message and "\n" not in message
+    assert message.endswith(
+        "retrain aspp_crossscan_vit (kedro run --pipelines training --namespaces "
+        "aspp_crossscan_vit --params training.force=true)"
+    )

@@ -7,17 +7,23 @@ import contextlib
 import pytest
 import torch
 
-from facescan.training import inference_settings, runtime
+from facescan.training import TrainConfig, inference_settings, runtime
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a GPU-less machine")
-def test_asking_for_a_gpu_without_one_says_how_to_fix_it() -> None:
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as a GPU-less one, whatever it has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def test_asking_for_a_gpu_without_one_says_how_to_fix_it(no_gpu: None) -> None:
     with pytest.raises(
         ValueError,
-        match="training.device is 'cuda' but torch sees no CUDA GPU.*"
-        "set training.device to auto or cpu",
+        match=r"^training.device: cuda was requested but no CUDA GPU is visible "
+        r"\(torch.cuda.is_available\(\) is False\); set training.device: auto or cpu",
     ):
         runtime.select_device("cuda")
     assert runtime.select_device("auto") == CPU
@@ -32,7 +38,7 @@ def test_precision_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.resolve_precision("auto", CPU) == runtime.Precision(None, False)
     assert runtime.resolve_precision("off", CPU).name == "fp32"
     assert runtime.resolve_precision("bf16", CPU).name == "bf16"
-    with pytest.raises(ValueError, match="training.amp: fp16 needs a CUDA GPU"):
+    with pytest.raises(ValueError, match=r"^training.amp: fp16 was requested, which needs a CUDA"):
         runtime.resolve_precision("fp16", CPU)
 
 
@@ -50,7 +56,9 @@ def test_workers_and_backend_on_cpu() -> None:
     assert runtime.resolve_nproc("auto", "cpu") == 1
     assert runtime.resolve_nproc(2, "cpu") == 2
     assert runtime.resolve_backend("auto", CPU) == "gloo"
-    with pytest.raises(ValueError, match="training.distributed.backend: nccl needs GPUs"):
+    with pytest.raises(
+        ValueError, match=r"^training.distributed.backend: nccl was requested, which needs CUDA"
+    ):
         runtime.resolve_backend("nccl", CPU)
 
 
@@ -70,7 +78,7 @@ def test_gpu_decisions_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
     )  # emulated only
     assert runtime.resolve_precision("auto", gpu) == runtime.Precision(torch.float16, True)
-    with pytest.raises(ValueError, match="bf16 is not supported by Tesla V100"):
+    with pytest.raises(ValueError, match="^training.amp: bf16 was requested but Tesla V100"):
         runtime.resolve_precision("bf16", gpu)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert runtime.resolve_precision("auto", gpu) == runtime.Precision(torch.bfloat16, False)
@@ -78,6 +86,72 @@ def test_gpu_decisions_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(runtime, "gpu_count", lambda: 4)
     assert runtime.resolve_nproc("auto", "cuda") == 4
-    with pytest.raises(ValueError, match="nproc_per_node: 8 workers asked for but only 4 GPU"):
+    with pytest.raises(
+        ValueError,
+        match=r"^training.distributed.nproc_per_node: 8 workers were requested on training.device "
+        r"cuda but only 4 CUDA GPU\(s\) are visible; set training.distributed.nproc_per_node: "
+        r"auto \(one worker per GPU\) or at most 4",
+    ):
         runtime.resolve_nproc(8, "cuda")
     assert runtime.resolve_backend("auto", gpu) == "nccl"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"device": "cuda"},
+            r"^training.device: cuda was requested but no CUDA GPU is visible .*; "
+            r"set training.device: auto or cpu",
+        ),
+        (
+            {"device": "cuda", "distributed": {"nproc_per_node": 2}},
+            r"^training.device: cuda was requested but no CUDA GPU is visible",
+        ),
+        (
+            {"amp": "fp16"},
+            r"^training.amp: fp16 was requested, which needs a CUDA GPU, but no CUDA GPU is "
+            r"visible \(torch.cuda.is_available\(\) is False\); set training.amp: auto, bf16 or off$",
+        ),
+        (
+            {"distributed": {"backend": "nccl"}},
+            r"^training.distributed.backend: nccl was requested, which needs CUDA GPUs, but no "
+            r"CUDA GPU is visible .*; set training.distributed.backend: auto or gloo$",
+        ),
+    ],
+)
+def test_gpu_options_on_a_cpu_machine_fail_at_config_validation(
+    no_gpu: None, options: dict, message: str
+) -> None:
+    """Refused by TrainConfig.from_params, i.e. in the training node before fit() or any worker."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_params(options)
+    config = TrainConfig.from_params(options, check_machine=False)  # the values themselves are fine
+    with pytest.raises(ValueError, match=message):
+        config.check_machine()
+
+
+def test_cpu_options_pass_the_machine_check(no_gpu: None) -> None:
+    config = TrainConfig.from_params({"amp": "bf16", "distributed": {"nproc_per_node": 2}})
+    assert config.check_machine() == "cpu"
+    assert runtime.resolve_backend("gloo", "cpu") == "gloo"
+
+
+def test_gpu_options_with_training_device_cpu_on_a_gpu_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="^training.amp: fp16 .* but training.device is cpu;"):
+        TrainConfig.from_params({"device": "cpu", "amp": "fp16"})
+    with pytest.raises(ValueError, match="^training.distributed.backend: nccl .* is cpu;"):
+        TrainConfig.from_params({"device": "cpu", "distributed": {"backend": "nccl"}})
+    with pytest.raises(ValueError, match="^training.distributed.nproc_per_node: 2 workers"):
+        TrainConfig.from_params({"device": "cuda", "distributed": {"nproc_per_node": 2}})
+
+
+def test_inference_errors_name_their_own_section(no_gpu: None) -> None:
+    with pytest.raises(ValueError, match="^predict.device: cuda was requested .* predict.device:"):
+        inference_settings("cuda", "off", prefix="predict")
+    with pytest.raises(ValueError, match="^evaluation.amp: fp16 was requested"):
+        inference_settings("cpu", "fp16")

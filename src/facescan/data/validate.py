@@ -209,19 +209,24 @@ def require_usable(
     where: str,
     class_names: Mapping[int, str] | None = None,
     examples: int = 3,
+    param: str = "data.source.path",
+    min_side: int | None = None,
 ) -> None:
-    """Stop with one clear message when no image is usable or a label has none.
+    """Stop with one clear sentence when no image is usable or a label has none.
 
     Args:
         manifest: the accepted files.
         rejected: the rejections.
         where: what was read, for the message (e.g. ``"folder /data/faces"``).
         class_names: names of the labels for the message.
-        examples: how many rejected paths to show per reason.
+        examples: how many rejected paths to show in all.
+        param: the parameter the message starts with.
+        min_side: ``data.min_side``, named in the fix when files were too small.
 
     Raises:
-        ValueError: naming ``where``, the counts per label and the rejection reasons (with a few
-            example paths each).
+        ValueError: one line starting with ``param``: which class has no usable image, the counts
+            per label, the rejection reasons (with a few example paths of the class missing) and
+            the fix.
     """
     per_label, per_reason = summarise(manifest, rejected)
     names = {0: "real", 1: "fake"} | dict(class_names or {})
@@ -229,17 +234,28 @@ def require_usable(
     if not empty:
         return
     counts = ", ".join(f"{names[k]} ({k}): {per_label[k]}" for k in (0, 1))
-    if per_reason:
-        lines = []
-        for reason, n in per_reason.items():
-            paths = rejected.loc[rejected["reason"] == reason, "path"].head(examples).tolist()
-            lines.append(f"  {reason}: {n} (e.g. {', '.join(paths)})")
-        why = f"{len(rejected)} file(s) rejected:\n" + "\n".join(lines)
-    else:
-        why = "no candidate image files were found (check the path and the class folder names)"
     problem = (
         "no usable image"
         if len(empty) == 2
         else f"class {names[empty[0]]} ({empty[0]}) has no usable image"
     )
-    raise ValueError(f"Ingestion of {where}: {problem}. Accepted {counts}. {why}")
+    if not per_reason:
+        raise ValueError(
+            f"{param}: {problem} in {where} (accepted {counts}) and no file was rejected; "
+            "check that the path and the class names point at your images"
+        )
+    # Examples from the class that is missing where the path tells it (its folder), else any.
+    shown = rejected["path"].tolist()
+    if len(empty) == 1:
+        hint = f"/{names[empty[0]]}/".lower()
+        own = [p for p in shown if hint in p.lower()]
+        shown = own or shown
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in per_reason.items())
+    fix = "replace or remove the rejected files, or add usable images of that class"
+    if Reason.TOO_SMALL in per_reason:
+        fix += f" (data.min_side{f' = {min_side}' if min_side is not None else ''} sets the "
+        fix += "smallest accepted side)"
+    raise ValueError(
+        f"{param}: {problem} in {where} (accepted {counts}; "
+        f"{len(rejected)} file(s) rejected: {reasons}; e.g. {', '.join(shown[:examples])}); {fix}"
+    )

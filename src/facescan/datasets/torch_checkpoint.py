@@ -77,9 +77,12 @@ class TorchCheckpointDataset(AbstractVersionedDataset[dict[str, Any], dict[str, 
         except FileNotFoundError:
             raise
         except Exception as exc:
+            detail = (str(exc).splitlines() or ["no detail"])[0]
             raise DatasetError(
-                f"{load_path} is not a loadable checkpoint (corrupt, truncated, or holding "
-                f"objects other than tensors and plain data): {exc}"
+                f"{load_path}: not a loadable facescan checkpoint ({type(exc).__name__}: "
+                f"{detail}); it is corrupt, truncated, not written by torch.save, or holds objects "
+                "other than tensors and plain data (refused by weights_only=True); train one with "
+                "kedro run --pipelines training"
             ) from exc
 
     def save(self, data: dict[str, Any]) -> None:

@@ -85,13 +85,18 @@ def load_model(
     expected_variant: str | None,
     device: torch.device,
     channels_last: bool = False,
+    source: str = "checkpoint",
 ) -> nn.Module:
     """Rebuild a checkpoint's model in eval mode on ``device`` (channels-last when asked).
+
+    ``source`` names the checkpoint's file or dataset at the start of every message.
 
     Raises:
         ValueError: when the checkpoint is not facescan's or holds another variant.
     """
-    model = model_from_checkpoint(checkpoint, expected_variant=expected_variant).to(device)
+    model = model_from_checkpoint(checkpoint, expected_variant=expected_variant, source=source).to(
+        device
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval()

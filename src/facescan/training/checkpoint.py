@@ -39,6 +39,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "HISTORY_COLUMNS",
     "atomic_torch_save",
+    "catalog_source",
     "check_checkpoint",
     "load_torch",
     "model_from_checkpoint",
@@ -93,25 +94,54 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def check_checkpoint(ckpt: Any) -> Mapping[str, Any]:
+_TRAIN_FIX = "train one with kedro run --pipelines training, which writes facescan checkpoints"
+
+
+def catalog_source(namespace: str) -> str:
+    """How messages name the checkpoint a run's pipelines load: ``{ns}.model`` and its file.
+
+    The path is the project catalog's (``"{variant}.model"`` in conf/base/catalog_training.yml).
+    """
+    return f"{namespace}.model (data/06_models/{namespace}/model.pt, latest version)"
+
+
+def _looks_like_state_dict(obj: Mapping[str, Any]) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def check_checkpoint(ckpt: Any, source: str = "checkpoint") -> Mapping[str, Any]:
     """Check that ``ckpt`` is a facescan checkpoint dict.
 
+    Args:
+        ckpt: what was loaded.
+        source: the file or dataset it came from, which starts the message.
+
     Raises:
-        ValueError: saying what it is instead.
+        ValueError: one sentence starting with ``source``: what it is instead, and the fix.
     """
     if not isinstance(ckpt, Mapping):
         raise ValueError(
-            f"not a facescan checkpoint: expected a dict with format {CHECKPOINT_FORMAT!r}, "
-            f"got {type(ckpt).__name__}"
+            f"{source}: not a facescan checkpoint: expected a dict with format "
+            f"{CHECKPOINT_FORMAT!r}, got a {type(ckpt).__name__}; {_TRAIN_FIX}"
         )
     if ckpt.get("format") != CHECKPOINT_FORMAT:
+        if _looks_like_state_dict(ckpt):
+            first = next(iter(ckpt))
+            raise ValueError(
+                f"{source}: not a facescan checkpoint but a bare state dict ({len(ckpt)} "
+                f"tensors, e.g. {first!r}) without the variant and options that rebuild the "
+                f"model; {_TRAIN_FIX} (ImageNet resnet50 weights to start training from go in "
+                "model.pretrained instead)"
+            )
         raise ValueError(
-            f"not a facescan checkpoint: format is {ckpt.get('format')!r}, expected "
-            f"{CHECKPOINT_FORMAT!r} (a bare state dict or another program's file?)"
+            f"{source}: not a facescan checkpoint: its format is {ckpt.get('format')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r}; {_TRAIN_FIX}"
         )
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
-        raise ValueError(f"facescan checkpoint is incomplete: missing {missing}")
+        raise ValueError(
+            f"{source}: an incomplete facescan checkpoint (no {', '.join(missing)}); {_TRAIN_FIX}"
+        )
     return ckpt
 
 
@@ -129,8 +159,27 @@ def _options_variant(options: Mapping[str, Any]) -> str:
     return "custom: " + ", ".join(f"{k}={options.get(k)}" for k in _STRUCTURE)
 
 
+def _mismatch(model: nn.Module, state_dict: Any) -> str:
+    """What differs between a model's parameters and a state dict, in a few words."""
+    if not isinstance(state_dict, Mapping):
+        return f"state_dict is a {type(state_dict).__name__}, not a dict of tensors"
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        k
+        for k in own
+        if k in state_dict and tuple(own[k].shape) != tuple(getattr(state_dict[k], "shape", ()))
+    ]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("resized", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} {what} (e.g. {keys[0]!r})")
+    return ", ".join(parts) or "the tensors do not load"
+
+
 def model_from_checkpoint(
-    ckpt: Mapping[str, Any], expected_variant: str | None = None
+    ckpt: Mapping[str, Any], expected_variant: str | None = None, source: str = "checkpoint"
 ) -> nn.Module:
     """Rebuild the trained model of a checkpoint, in eval mode, on the CPU.
 
@@ -138,22 +187,27 @@ def model_from_checkpoint(
         ckpt: a checkpoint dict (as loaded by ``TorchCheckpointDataset``).
         expected_variant: the variant the caller means to load (e.g. its namespace's); a
             checkpoint of another variant is refused.
+        source: the file or dataset the checkpoint came from, which starts every message
+            (e.g. ``"resnet50.model (data/06_models/resnet50/model.pt, latest version)"``).
 
     Returns:
         The model with the checkpoint's weights, in eval mode.
 
     Raises:
-        ValueError: when ``ckpt`` is not a facescan checkpoint, belongs to another variant than
-            ``expected_variant``, or its weights do not fit its model options.
+        ValueError: one sentence starting with ``source`` when ``ckpt`` is not a facescan
+            checkpoint, belongs to another variant than ``expected_variant`` (both named, with the
+            fix), or its weights do not fit its model options.
     """
     from facescan.models import create_model
 
-    check_checkpoint(ckpt)
+    check_checkpoint(ckpt, source)
     variant = ckpt["variant"]
     if expected_variant is not None and expected_variant != variant:
         raise ValueError(
-            f"a checkpoint from another variant: it holds {variant!r}, expected "
-            f"{expected_variant!r}"
+            f"{source}: a checkpoint from another variant: it holds {variant!r}, expected "
+            f"{expected_variant!r}; to score with it, save it as the {variant} run's checkpoint "
+            f"and run with --namespaces {variant}, and to score with {expected_variant}, train it "
+            f"(kedro run --pipelines training --namespaces {expected_variant})"
         )
     options = dict(ckpt["model_options"])
     # The trained weights replace any initialisation: do not read an ImageNet file that may not
@@ -163,11 +217,12 @@ def model_from_checkpoint(
     model = create_model(options)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise ValueError(
-            f"a checkpoint from another variant: its weights (variant {variant!r}) do not fit "
-            f"the model its options build ({_options_variant(options)!r}): "
-            f"{first[1].strip() if len(first) > 1 else first[0]}"
+            f"{source}: a checkpoint from another variant: its weights (variant {variant!r}) "
+            f"do not fit the model its options build ({_options_variant(options)!r}: "
+            f"{_mismatch(model, ckpt['state_dict'])}), so the file was edited or mixed from two "
+            f"runs; retrain {variant} (kedro run --pipelines training --namespaces {variant} "
+            "--params training.force=true)"
         ) from exc
     return model.eval()

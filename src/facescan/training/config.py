@@ -102,17 +102,23 @@ class TrainConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     @classmethod
-    def from_params(cls, training: Mapping[str, Any] | None) -> TrainConfig:
+    def from_params(
+        cls, training: Mapping[str, Any] | None, *, check_machine: bool = True
+    ) -> TrainConfig:
         """Validate the ``training`` parameters; missing keys take the defaults above.
 
         Args:
             training: the ``training`` parameter dict.
+            check_machine: also refuse GPU options this machine cannot honour (``device: cuda``,
+                ``amp: fp16`` or ``distributed.backend: nccl`` without a visible GPU, more
+                workers than GPUs), so that they fail here, before data loading or any worker.
 
         Returns:
             The validated configuration.
 
         Raises:
-            ValueError: naming ``training.<key>`` for an unknown key or a bad value.
+            ValueError: naming ``training.<key>`` for an unknown key or a bad value, or (with
+                ``check_machine``) for a GPU option on a machine without one.
         """
         if training is None:
             training = {}
@@ -161,7 +167,21 @@ class TrainConfig:
                 config.t_max,
                 config.t_max,
             )
+        if check_machine:
+            config.check_machine()
         return config
+
+    def check_machine(self) -> str:
+        """Refuse GPU options this machine cannot honour; return the device type (cpu/cuda).
+
+        Raises:
+            ValueError: one sentence naming the parameter, what was requested, what the machine
+                has and what to set instead (see
+                :func:`facescan.training.runtime.check_training_machine`).
+        """
+        from facescan.training.runtime import check_training_machine
+
+        return check_training_machine(self)
 
     def result_affecting(self) -> dict[str, Any]:
         """The options that change the trained weights (part of the run fingerprint)."""

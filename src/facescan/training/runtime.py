@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from facescan.data.loader import usable_cores
+
+if TYPE_CHECKING:
+    from facescan.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -61,31 +66,40 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def device_type(requested: str = "auto") -> str:
+_NO_GPU = "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+
+
+def device_type(requested: str = "auto", name: str = "training.device") -> str:
     """``cpu`` or ``cuda`` for ``training.device``, without creating a CUDA context.
+
+    Args:
+        requested: ``auto`` | ``cpu`` | ``cuda``.
+        name: the parameter named in messages (``predict.device`` for prediction, ...).
 
     Raises:
         ValueError: for an unknown value, or ``cuda`` on a machine where torch sees no GPU.
     """
     if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"training.device: expected auto, cpu or cuda, got {requested!r}")
+        raise ValueError(f"{name}: expected auto, cpu or cuda, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return "cpu"
     if not torch.cuda.is_available():
         raise ValueError(
-            "training.device is 'cuda' but torch sees no CUDA GPU on this machine "
-            "(torch.cuda.is_available() is False): set training.device to auto or cpu, "
-            "or install a CUDA build of torch and check CUDA_VISIBLE_DEVICES."
+            f"{name}: cuda was requested but {_NO_GPU}; set {name}: auto or cpu (on a GPU "
+            "machine: install a CUDA build of torch and check CUDA_VISIBLE_DEVICES)"
         )
     return "cuda"
 
 
-def select_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
+def select_device(
+    requested: str = "auto", local_rank: int | None = None, name: str = "training.device"
+) -> torch.device:
     """The device for this process.
 
     Args:
         requested: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``.
         local_rank: the worker's rank on its node, which picks its GPU; None = the current GPU.
+        name: the parameter named in messages.
 
     Returns:
         ``cpu`` or ``cuda:<index>``.
@@ -94,18 +108,25 @@ def select_device(requested: str = "auto", local_rank: int | None = None) -> tor
         ValueError: for an unknown value, ``cuda`` on a machine where torch sees no GPU, or a
             worker without a GPU of its own.
     """
-    if device_type(requested) == "cpu":
+    if device_type(requested, name) == "cpu":
         return torch.device("cpu")
     index = local_rank if local_rank is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise ValueError(
             f"training.distributed.nproc_per_node: worker {index} has no GPU of its own "
-            f"({torch.cuda.device_count()} visible); use at most one worker per GPU"
+            f"(only {torch.cuda.device_count()} CUDA GPU(s) are visible); start at most one "
+            "worker per GPU (training.distributed.nproc_per_node: auto, or torchrun "
+            "--nproc-per-node)"
         )
     return torch.device("cuda", index)
 
 
-def resolve_precision(amp: str, device: torch.device) -> Precision:
+def _cpu_reason(device_name: str) -> str:
+    """Why a CUDA-only option cannot run: no GPU at all, or the device parameter says cpu."""
+    return _NO_GPU if not torch.cuda.is_available() else f"{device_name} is cpu"
+
+
+def resolve_precision(amp: str, device: torch.device, name: str = "training.amp") -> Precision:
     """Resolve ``training.amp`` for a device.
 
     ``auto`` means bf16 where the hardware computes it (GPUs with bf16, CPUs with AVX512-BF16 or
@@ -114,15 +135,16 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     Args:
         amp: ``auto`` | ``bf16`` | ``fp16`` | ``off``.
         device: where the model runs.
+        name: the parameter named in messages (``predict.amp`` for prediction, ...).
 
     Returns:
         The autocast dtype and whether a ``GradScaler`` is needed.
 
     Raises:
-        ValueError: for an unknown value, or fp16 on a CPU.
+        ValueError: for an unknown value, fp16 on a CPU, or bf16 on a GPU without it.
     """
     if amp not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"training.amp: expected auto, bf16, fp16 or off, got {amp!r}")
+        raise ValueError(f"{name}: expected auto, bf16, fp16 or off, got {amp!r}")
     if amp == "off":
         return Precision(None, False)
     if device.type == "cuda":
@@ -132,17 +154,21 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
             bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
         if amp == "bf16" and not bf16:
             raise ValueError(
-                f"training.amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
-                "use fp16 (with a GradScaler) or auto"
+                f"{name}: bf16 was requested but {torch.cuda.get_device_name(device)} does not "
+                f"compute bf16 natively; set {name}: auto or fp16 (with a GradScaler)"
             )
         if amp == "fp16" or (amp == "auto" and not bf16):
             return Precision(torch.float16, True)
         return Precision(torch.bfloat16, False)
     if amp == "fp16":
-        raise ValueError("training.amp: fp16 needs a CUDA GPU; on a CPU use bf16, auto or off")
+        device_name = name.rsplit(".", 1)[0] + ".device"
+        raise ValueError(
+            f"{name}: fp16 was requested, which needs a CUDA GPU, but "
+            f"{_cpu_reason(device_name)}; set {name}: auto, bf16 or off"
+        )
     if amp == "bf16":
         if not cpu_supports_bf16():
-            logger.warning("training.amp: bf16 requested on a CPU without native bf16 (slow)")
+            logger.warning("%s: bf16 requested on a CPU without native bf16 (slow)", name)
         return Precision(torch.bfloat16, False)
     return Precision(torch.bfloat16, False) if cpu_supports_bf16() else Precision(None, False)
 
@@ -174,19 +200,59 @@ def resolve_nproc(setting: int | str, device: str) -> int:
         return max(1, gpu_count()) if device == "cuda" else 1
     if device == "cuda" and int(setting) > gpu_count():
         raise ValueError(
-            f"training.distributed.nproc_per_node: {setting} workers asked for but only "
-            f"{gpu_count()} GPU(s) are visible; use at most one worker per GPU"
+            f"training.distributed.nproc_per_node: {setting} workers were requested on "
+            f"training.device cuda but only {gpu_count()} CUDA GPU(s) are visible; set "
+            f"training.distributed.nproc_per_node: auto (one worker per GPU) or at most "
+            f"{gpu_count()}"
         )
     return int(setting)
 
 
-def resolve_backend(setting: str, device: torch.device) -> str:
-    """The process-group backend: ``auto`` = nccl on GPU, gloo on CPU."""
+def resolve_backend(setting: str, device: torch.device | str) -> str:
+    """The process-group backend: ``auto`` = nccl on GPU, gloo on CPU.
+
+    Args:
+        setting: ``auto`` | ``gloo`` | ``nccl``.
+        device: the device (or its type, ``cpu``/``cuda``) the workers train on.
+
+    Raises:
+        ValueError: naming ``training.distributed.backend`` for nccl on a CPU.
+    """
+    kind = device if isinstance(device, str) else device.type
     if setting == "auto":
-        return "nccl" if device.type == "cuda" else "gloo"
-    if setting == "nccl" and device.type != "cuda":
-        raise ValueError("training.distributed.backend: nccl needs GPUs; use gloo or auto on a CPU")
+        return "nccl" if kind == "cuda" else "gloo"
+    if setting == "nccl" and kind != "cuda":
+        raise ValueError(
+            "training.distributed.backend: nccl was requested, which needs CUDA GPUs, but "
+            f"{_cpu_reason('training.device')}; set training.distributed.backend: auto or gloo"
+        )
     return setting
+
+
+def check_training_machine(config: TrainConfig) -> str:
+    """Check the GPU options of a training configuration against this machine, before any work.
+
+    ``training.device: cuda``, ``training.amp: fp16``, ``training.distributed.backend: nccl`` and
+    more ``training.distributed.nproc_per_node`` workers than GPUs are refused here, each with one
+    sentence saying what was requested, what the machine has, and what to set instead. The number
+    of workers is not checked under torchrun, which starts them itself.
+
+    Args:
+        config: the validated training configuration.
+
+    Returns:
+        The device type the run will use (``cpu`` or ``cuda``).
+
+    Raises:
+        ValueError: naming the parameter.
+    """
+    device = device_type(config.device)
+    if config.amp == "fp16" and device == "cpu":
+        resolve_precision(config.amp, torch.device("cpu"))
+    resolve_backend(config.distributed.backend, device)
+    if not ("TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ):
+        resolve_nproc(config.distributed.nproc_per_node, device)
+    return device
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -214,17 +280,22 @@ def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
 
 
 def inference_settings(
-    device: str = "auto", amp: str = "auto"
+    device: str = "auto", amp: str = "auto", prefix: str = "evaluation"
 ) -> tuple[torch.device, torch.dtype | None, bool]:
     """Device, autocast dtype and memory format for scoring (evaluation, prediction).
 
     Args:
         device: ``auto`` | ``cpu`` | ``cuda``.
         amp: ``auto`` | ``bf16`` | ``fp16`` | ``off``.
+        prefix: the parameters' section, named in messages (``evaluation`` or ``predict``).
 
     Returns:
         ``(device, amp_dtype or None, channels_last)``.
+
+    Raises:
+        ValueError: naming ``<prefix>.device`` or ``<prefix>.amp`` for a GPU option on a machine
+            without a GPU.
     """
-    dev = select_device(device)
-    precision = resolve_precision(amp, dev)
+    dev = select_device(device, name=f"{prefix}.device")
+    precision = resolve_precision(amp, dev, name=f"{prefix}.amp")
     return dev, precision.dtype, resolve_channels_last("auto", precision)

@@ -24,6 +24,7 @@ from facescan.evaluation.scoring import (
     summarise_scores,
 )
 from facescan.pipelines.ingestion.nodes import ingest_images
+from facescan.training.checkpoint import catalog_source
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def evaluate_external(
     evaluation: dict[str, Any],
     *,
     variant: str,
+    namespace: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a run on the external set: the same metrics and intervals as on the test split.
 
@@ -136,6 +138,7 @@ def evaluate_external(
         external: ``external`` parameters, to check the cache is current.
         evaluation: ``evaluation`` parameters (batch size, device, bootstrap).
         variant: the run's variant key.
+        namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
     Returns:
         ``{ns}.external_predictions`` and ``{ns}.external_metrics``.
@@ -155,7 +158,11 @@ def evaluate_external(
     cfg = EvaluationConfig.from_params(evaluation)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
     model = load_model(
-        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
+        checkpoint,
+        expected_variant=variant,
+        device=device,
+        channels_last=channels_last,
+        source=catalog_source(namespace or variant),
     )
     scores = score_cache(
         model,

@@ -65,7 +65,8 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     scoring = []
     for run in runs:
         score = functools.update_wrapper(
-            functools.partial(evaluate_external, variant=run.variant), evaluate_external
+            functools.partial(evaluate_external, variant=run.variant, namespace=run.namespace),
+            evaluate_external,
         )
         base = Pipeline(
             [

@@ -15,15 +15,32 @@ from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import classification_metrics, json_ready
 from facescan.evaluation.robustness import PerturbedImages
 from facescan.evaluation.scoring import (
-    load_model,
     resolve_num_workers,
     score_cache,
     summarise_scores,
 )
 from facescan.models import count_forward_flops, count_parameters
+from facescan.training.checkpoint import catalog_source, model_from_checkpoint
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
+
+
+def _load(
+    checkpoint: Mapping[str, Any],
+    variant: str,
+    namespace: str | None,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.nn.Module:
+    """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
+    model = model_from_checkpoint(
+        checkpoint, expected_variant=variant, source=catalog_source(namespace or variant)
+    ).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
 
 #: Checkpoint entries copied into ``{ns}.metrics`` so that one file says what was evaluated.
 CHECKPOINT_FACTS = (
@@ -72,6 +89,7 @@ def evaluate_model(
     evaluation: dict[str, Any],
     *,
     variant: str,
+    namespace: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a trained run on the test split; tune a threshold on the validation split.
 
@@ -81,6 +99,7 @@ def evaluate_model(
         val_cache: the validation split's image cache.
         evaluation: ``evaluation`` parameters.
         variant: the run's variant key (a checkpoint of another variant is refused).
+        namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
     Returns:
         ``{ns}.test_predictions`` (``path``, ``label``, ``p_fake``, ``pred``) and ``{ns}.metrics``:
@@ -89,11 +108,9 @@ def evaluate_model(
     """
     cfg = EvaluationConfig.from_params(evaluation)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
+    model = _load(checkpoint, variant, namespace, device, channels_last)  # checks it first
     _check_cache(test_cache, checkpoint, "test_cache")
     input_size = int(checkpoint["input_size"])
-    model = load_model(
-        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
-    )
     params = count_parameters(model)
     flops = count_forward_flops(model, input_size)
     kwargs = {
@@ -153,6 +170,7 @@ def evaluate_robustness(
     evaluation: dict[str, Any],
     *,
     variant: str,
+    namespace: str | None = None,
 ) -> pd.DataFrame:
     """Accuracy, AUC and loss on the test images under each configured perturbation.
 
@@ -161,6 +179,7 @@ def evaluate_robustness(
         test_cache: the test split's image cache.
         evaluation: ``evaluation`` parameters (``robustness.enabled``, ``robustness.perturbations``).
         variant: the run's variant key.
+        namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
     Returns:
         ``{ns}.robustness``: one row per perturbation, ``clean`` first (``perturbation``, ``acc``,
@@ -171,9 +190,7 @@ def evaluate_robustness(
         logger.info("robustness stage disabled (evaluation.robustness.enabled: false)")
         return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = load_model(
-        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
-    )
+    model = _load(checkpoint, variant, namespace, device, channels_last)
     kwargs = {
         "input_size": int(checkpoint["input_size"]),
         "batch_size": cfg.batch_size,

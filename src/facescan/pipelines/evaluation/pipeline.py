@@ -30,13 +30,13 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
         base = Pipeline(
             [
                 Node(
-                    bind(evaluate_model, variant=run.variant),
+                    bind(evaluate_model, variant=run.variant, namespace=run.namespace),
                     inputs=["model", "test_cache", "val_cache", "params:evaluation"],
                     outputs=["test_predictions", "metrics"],
                     name="evaluate_model",
                 ),
                 Node(
-                    bind(evaluate_robustness, variant=run.variant),
+                    bind(evaluate_robustness, variant=run.variant, namespace=run.namespace),
                     inputs=["model", "test_cache", "params:evaluation"],
                     outputs="robustness",
                     name="evaluate_robustness",

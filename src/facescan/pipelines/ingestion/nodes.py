@@ -8,7 +8,14 @@ from typing import Any
 import pandas as pd
 
 from facescan.data.imaging import check_background
-from facescan.data.sources import Candidate, list_csv, list_folder, normalise_classes
+from facescan.data.sources import (
+    Candidate,
+    check_csv_layout,
+    check_folder_layout,
+    list_csv,
+    list_folder,
+    normalise_classes,
+)
 from facescan.data.synthetic import CLASS_DIRS, SyntheticSpec, generate_synthetic
 from facescan.data.validate import check_candidates, require_usable, summarise
 
@@ -27,8 +34,8 @@ def _path_param(section: dict[str, Any], key: str, kind: str) -> str:
     value = section.get(key)
     if not value:
         raise ValueError(
-            f"data.source.{key} must be set for data.source.type={kind} "
-            f"(e.g. --params data.source.{key}=/path/to/...)"
+            f"data.source.{key} must be set for data.source.type={kind}; set it in "
+            f"conf/local/parameters.yml or with --params data.source.{key}=/path/to/..."
         )
     return str(value)
 
@@ -65,9 +72,13 @@ def _list_source(
         names.setdefault(label, name)
     path = _path_param(source, "path", kind)
     if kind == "folder":
-        return f"folder {path}", list_folder(path, classes), names
+        candidates = list_folder(path, classes)
+        check_folder_layout(path, classes, candidates)  # before decoding anything
+        return f"folder {path}", candidates, names
     labels_csv = _path_param(source, "labels_csv", kind)
-    return f"{labels_csv} (images in {path})", list_csv(path, labels_csv, classes), names
+    candidates = list_csv(path, labels_csv, classes)
+    check_csv_layout(path, labels_csv, classes, candidates)
+    return f"{labels_csv} (images in {path})", candidates, names
 
 
 def ingest_images(
@@ -109,5 +120,8 @@ def ingest_images(
             len(rejected),
             ", ".join(f"{reason} {n}" for reason, n in per_reason.items()),
         )
-    require_usable(manifest, rejected, where, names)
+    param = {"csv": "data.source.labels_csv", "synthetic": "data.synthetic"}.get(
+        kind, "data.source.path"
+    )
+    require_usable(manifest, rejected, where, names, param=param, min_side=min_side)
     return manifest, rejected

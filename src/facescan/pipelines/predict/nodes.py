@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from facescan.data.imaging import check_background
 from facescan.evaluation.config import PredictConfig
 from facescan.evaluation.metrics import p_fake_from_logits, predict_labels
 from facescan.evaluation.scoring import (
     list_image_files,
-    load_model,
     resolve_num_workers,
     score_files,
 )
+from facescan.training.checkpoint import catalog_source, model_from_checkpoint
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
+
+
+def _load(
+    checkpoint: Mapping[str, Any],
+    variant: str,
+    namespace: str | None,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.nn.Module:
+    """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
+    model = model_from_checkpoint(
+        checkpoint, expected_variant=variant, source=catalog_source(namespace or variant)
+    ).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 def predict_images(
@@ -30,6 +47,7 @@ def predict_images(
     background: Sequence[int],
     *,
     variant: str,
+    namespace: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every image under ``predict.input_path`` with a trained run.
 
@@ -42,7 +60,8 @@ def predict_images(
         predict: ``predict`` parameters.
         preprocess: ``preprocess`` parameters (``max_size``).
         background: ``data.background``, the colour under transparent pixels.
-        variant: the run's variant key.
+        variant: the run's variant key (a checkpoint of another variant is refused).
+        namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
     Returns:
         ``{ns}.predictions`` (``path``, ``p_fake``, ``label``: 1 fake when
@@ -50,15 +69,15 @@ def predict_images(
         (``path``, ``reason``).
 
     Raises:
-        ValueError: naming ``predict.input_path`` when it is not set.
+        ValueError: naming ``predict.input_path`` when it is not set, ``predict.device`` or
+            ``predict.amp`` for a GPU option without a GPU, or ``{ns}.model`` when it is not a
+            facescan checkpoint of ``variant``.
         FileNotFoundError: naming ``predict.input_path`` when it does not exist or holds no image.
     """
     cfg = PredictConfig.from_params(predict)
     paths = list_image_files(cfg.input_path, name="predict.input_path")
-    device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = load_model(
-        checkpoint, expected_variant=variant, device=device, channels_last=channels_last
-    )
+    device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp, prefix="predict")
+    model = _load(checkpoint, variant, namespace, device, channels_last)
     logger.info(
         "scoring %d files from %s with %s on %s",
         len(paths),

@@ -20,7 +20,8 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     pipelines = []
     for run in runs:
         predict = functools.update_wrapper(
-            functools.partial(predict_images, variant=run.variant), predict_images
+            functools.partial(predict_images, variant=run.variant, namespace=run.namespace),
+            predict_images,
         )
         base = Pipeline(
             [
