@@ -41,7 +41,7 @@ def test_local_environment_overrides_one_leaf(kedro_project: Path) -> None:
     with KedroSession.create(project_path=kedro_project) as session:
         training = session.load_context().config_loader["parameters"]["training"]
     assert training["lr"] == 0.5
-    assert training["batch_size"] == 32  # sibling leaves kept: soft merge
+    assert training["batch_size"] == 16  # sibling leaves of conf/base kept: soft merge
 
 
 class _Node:
@@ -98,3 +98,23 @@ def test_gpu_option_on_a_cpu_machine_fails_before_the_first_node(kedro_project: 
         run_kedro(kedro_project, ["ablation"], params={"training.device": "cuda"})
     # Nothing ran: ingestion would have written the manifest first.
     assert not any((kedro_project / "data" / "02_intermediate").iterdir())
+
+
+def test_a_run_that_writes_the_report_ends_with_its_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from kedro.io import DataCatalog
+    from kedro_datasets.text import TextDataset
+
+    report_file = tmp_path / "reporting" / "ablation_report.html"
+    catalog = DataCatalog(datasets={"ablation_report": TextDataset(filepath=str(report_file))})
+    node = _Node("render", print, outputs=["ablation_report"])
+    hook = StageTimingHook()
+    hook.before_pipeline_run(
+        run_params={}, pipeline=type("P", (), {"nodes": [node]})(), catalog=catalog
+    )
+    with caplog.at_level(logging.INFO, logger="facescan.hooks"):
+        hook.after_pipeline_run(catalog)
+    assert caplog.records[-1].getMessage() == f"The ablation report: {report_file.resolve()}"

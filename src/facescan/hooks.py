@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -14,6 +15,17 @@ from facescan.context import hand_ablation_to_registry
 logger = logging.getLogger(__name__)
 
 STAGE_TIMINGS = "stage_timings"
+REPORT = "ablation_report"
+
+
+def _filepath(catalog: Any, name: str) -> str | None:
+    """Absolute path of a file dataset of the catalog, or None."""
+    try:
+        dataset = catalog.get(name) if hasattr(catalog, "get") else catalog._get_dataset(name)
+        path = getattr(dataset, "_filepath", None)
+    except Exception:  # noqa: BLE001 - a log line must never fail a finished run
+        return None
+    return str(Path(str(path)).resolve()) if path else None
 
 
 class AblationRegistryHook:
@@ -68,12 +80,14 @@ class StageTimingHook:
         self._stages: dict[str, float] = defaultdict(float)
         self._producer: dict[str, str] = {}
         self._run_start = 0.0
+        self._report: str | None = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         self._started.clear()
         self._stages.clear()
         self._producer = {out: _stage_of(n) for n in pipeline.nodes for out in n.outputs}
+        self._report = REPORT if REPORT in self._producer else None
         self._run_start = time.perf_counter()
         if any(STAGE_TIMINGS in n.inputs for n in pipeline.nodes):
             self._save(catalog)  # so that the dataset exists when the report loads it
@@ -106,6 +120,9 @@ class StageTimingHook:
         total = time.perf_counter() - self._run_start
         per_stage = ", ".join(f"{k} {v:.1f} s" for k, v in self._stages.items())
         logger.info("Run finished in %.1f s (%s)", total, per_stage or "no nodes ran")
+        path = _filepath(catalog, self._report) if self._report else None
+        if path:
+            logger.info("The ablation report: %s", path)
 
     def timings(self) -> dict[str, float]:
         """Seconds per stage so far."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from facescan.data.synthetic import SyntheticSpec, generate_synthetic, synthesize
@@ -81,16 +82,41 @@ def test_spec_rejects_bad_values_naming_the_parameter(field: str, value: object)
         SyntheticSpec(**kwargs)
 
 
-@pytest.mark.parametrize("difficulty", [0.2, 0.5])
-def test_classes_not_separable_by_brightness_or_file_size(difficulty: float) -> None:
-    """The label must not be readable from mean brightness or JPEG size (AUC of either <= 0.6)."""
-    labels, brightness, sizes = [], [], []
-    for k in range(100):
+def _auc(labels: list[int], score: list[float]) -> float:
+    auc = roc_auc_score(labels, score)
+    return max(auc, 1 - auc)
+
+
+def _probe(difficulty: float, n: int = 100, size: int = 72) -> dict[str, float]:
+    """Separability of the classes by one-number statistics (AUC, direction-free)."""
+    labels, brightness, sizes, laplace = [], [], [], []
+    for k in range(n):
         for label in (0, 1):
-            data = synthesize(7, label, k, 72, difficulty)
+            data = synthesize(7, label, k, size, difficulty)
+            pixels = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32)
             labels.append(label)
             sizes.append(len(data))
-            brightness.append(np.asarray(Image.open(io.BytesIO(data))).mean())
-    for name, score in (("brightness", brightness), ("file size", sizes)):
-        auc = roc_auc_score(labels, score)
-        assert max(auc, 1 - auc) <= 0.6, f"{name} separates the classes: AUC {auc:.3f}"
+            brightness.append(pixels.mean())
+            laplace.append(float(np.mean(ndimage.laplace(pixels.mean(-1)) ** 2)))
+    return {
+        "brightness": _auc(labels, brightness),
+        "file size": _auc(labels, sizes),
+        "laplacian energy": _auc(labels, laplace),
+    }
+
+
+@pytest.mark.parametrize("difficulty", [0.0, 0.3, 1.0])
+def test_brightness_never_gives_the_label_away(difficulty: float) -> None:
+    assert _probe(difficulty)["brightness"] <= 0.6
+
+
+def test_at_difficulty_1_file_size_does_not_give_the_label_away() -> None:
+    """Fine-detail energy is matched at difficulty 1: JPEG size separates no better than chance."""
+    assert _probe(1.0)["file size"] <= 0.6
+
+
+def test_lower_difficulty_leaves_more_fine_detail_energy_on_the_fakes() -> None:
+    """The excess that the difficulty removes is what makes easy settings easy."""
+    easy, hard = _probe(0.0, n=60), _probe(1.0, n=60)
+    assert easy["laplacian energy"] > hard["laplacian energy"]
+    assert easy["laplacian energy"] >= 0.9

@@ -15,9 +15,10 @@ generated images rely on:
   (checkerboard) traces and spectral peaks described by Odena et al. (2016), Zhang et al. (2019),
   Durall et al. (2020) and Frank et al. (2020). Then the same JPEG distribution.
 
-Fine detail (trace plus noise) has one level in both classes, so JPEG sizes don't give the label away.
-``difficulty`` in [0, 1] moves the fakes' detail from trace to plain noise, blurs the camera's lens a
-little more, and adds shared noise and stronger JPEG to both classes. Every image has its own random
+``difficulty`` in [0, 1] moves the fakes' fine detail from trace to plain noise, takes away the
+fakes' excess of fine-detail energy (the spectral discrepancy of Durall et al. 2020; at difficulty 1
+both classes have one level of fine detail and JPEG file sizes don't give the label away), blurs the
+camera's lens a little more, and adds shared noise and stronger JPEG to both classes. Every image has its own random
 stream derived from ``(seed, label, index)``, so an image is the same whatever the number of images,
 the order or the number of workers that make it. Images are generated at the size they will be cached
 at: the traces repeat every two to four pixels and a later downscale would erase them.
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 #: Sub-folder of each label in the generated tree (the folder source's class names).
 CLASS_DIRS: dict[int, str] = {0: "real", 1: "fake"}
 #: Bumped whenever the generator's output changes, so stale folders are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _STAMP = ".facescan_synthetic.json"
 # Calibration. Ranges are (low, high) of a uniform draw per image. Measured effects: docs/data.md.
 _LENS = (0.4, 0.8)  # real: lens blur sigma in pixels ...
@@ -63,6 +64,7 @@ _FAKE_DETAIL = (0.033, 0.066)  # fake: std of the fine detail (periodic trace + 
 _TRACE_SHARE = 0.9  # fake: share of that detail's variance that is trace, at difficulty 0 (0 at 1)
 _EARLY_SHARE = 0.5  # fake: share of the trace's variance from the earlier up-sampling stage
 _DETAIL_BY_SHARE = ((0.0, 0.45, 0.9), (0.94, 1.0, 1.34))  # fake: detail factor by trace share
+_EXCESS = 0.5  # fake: fine-detail energy excess (std factor 1 + this * (1 - difficulty))
 _POST_NOISE = (0.004, 0.03)  # both: the shared noise std is drawn in [0, a + b * difficulty]
 
 # Skin tones from light to dark (sRGB, 0..1); a tone is a random point on this polyline.
@@ -397,7 +399,7 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     insertion and a bilinear kernel. The trace is what a generator's up-sampling adds on top: the
     phase gains of an earlier x2 stage (period 4) and a zero-sum perturbation of the last kernel
     (period 2, the checkerboard of transposed convolutions), both proportional to the signal.
-    ``difficulty`` replaces trace by noise of the same energy.
+    ``difficulty`` replaces trace by noise of the same energy and removes the detail's excess.
 
     Args:
         seed: the data set's seed.
@@ -439,6 +441,9 @@ def render_fake(seed: int, index: int, size: int, difficulty: float) -> np.ndarr
     # A periodic pattern costs JPEG fewer bytes than noise of the same energy: mostly-trace images
     # get a little more detail so that their files are as large.
     detail = rng.uniform(*_FAKE_DETAIL) * float(np.interp(share, *_DETAIL_BY_SHARE))
+    # Generators also leave more fine-detail energy than a camera (Durall et al. 2020); the
+    # difficulty takes that excess away, and at 1 the two levels match.
+    detail *= 1.0 + _EXCESS * (1.0 - difficulty)
     trace *= detail * np.sqrt(share) / max(float(trace.std()), 1e-8)
     noise = rng.normal(0.0, detail * np.sqrt(1.0 - share), smooth.shape).astype(np.float32)
     out = smooth + trace + noise

@@ -5,12 +5,15 @@ Entry points: :func:`list_variants`, :func:`resolve_options`, :func:`create_mode
 """
 
 from facescan.models.aspp import ASPP, ASPPPooling
+from facescan.models.attention import UNFUSED_MAX_TOKENS, SelfAttention
 from facescan.models.classifier import MIN_INPUT_SIZE, FaceScanNet
 from facescan.models.cross_scan import DIRECTIONS, cross_scan, cross_scan_pos_embed
+from facescan.models.dropout import Dropout, dropout
 from facescan.models.factory import create_model
 from facescan.models.flops import count_forward_flops, count_parameters
 from facescan.models.fusion import FeatureFusion
 from facescan.models.patch_embed import PatchEmbed
+from facescan.models.pooling import GlobalAvgPool2d
 from facescan.models.pos_embed import sincos_pos_embed_2d
 from facescan.models.pretrained import PretrainedReport, load_resnet50_weights
 from facescan.models.resnet import resnet50_trunk
@@ -23,32 +26,38 @@ from facescan.models.variants import (
     list_variants,
     resolve_options,
 )
-from facescan.models.vit import CrossScanViT, MidViT, TokenMeanPool, ViT, ViTEncoder
+from facescan.models.vit import CrossScanViT, MidViT, TokenMeanPool, ViT, ViTBlock, ViTEncoder
 
 __all__ = [
     "ASPP",
     "ASPPPooling",
     "DEFAULT_OPTIONS",
     "DIRECTIONS",
+    "UNFUSED_MAX_TOKENS",
     "MIN_INPUT_SIZE",
     "OPTION_HELP",
     "VARIANTS",
     "VARIANT_DESCRIPTIONS",
     "CrossScanViT",
+    "Dropout",
     "FaceScanNet",
     "FeatureFusion",
+    "GlobalAvgPool2d",
     "MidViT",
     "PatchEmbed",
     "PretrainedReport",
+    "SelfAttention",
     "SEBottleneck",
     "TokenMeanPool",
     "ViT",
+    "ViTBlock",
     "ViTEncoder",
     "count_forward_flops",
     "count_parameters",
     "create_model",
     "cross_scan",
     "cross_scan_pos_embed",
+    "dropout",
     "list_variants",
     "load_resnet50_weights",
     "resnet50_trunk",

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facescan.models.pooling import GlobalAvgPool2d
+
 
 class ASPPPooling(nn.Sequential):
     """Image-level branch: global average pool, 1x1 convolution, bilinear back to the input size.
@@ -17,7 +19,7 @@ class ASPPPooling(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
         )
 

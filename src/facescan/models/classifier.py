@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from facescan.models.aspp import ASPP
 from facescan.models.fusion import FeatureFusion
+from facescan.models.pooling import GlobalAvgPool2d
 from facescan.models.resnet import init_resnet_weights, resnet50_trunk
 from facescan.models.vit import CrossScanViT, MidViT, TokenMeanPool, ViT
 
@@ -43,10 +44,12 @@ class FaceScanNet(nn.Module):
         vit_depth: transformer blocks.
         vit_heads: attention heads.
         vit_mlp_ratio: MLP hidden width / ``vit_dim``.
-        vit_dropout: transformer dropout.
+        vit_dropout: transformer dropout (block outputs and MLP).
+        vit_attention_dropout: dropout on the attention weights.
         mid_patch_size: patch side of the mid ViT's embedding convolution.
         tail_patch_size: patch side of the tail ViT's embedding convolution.
         num_classes: outputs.
+        zero_init_residual: start every bottleneck's last BN at 0 (identity residual blocks).
 
     Attributes:
         num_features: width of the pooled features fed to ``fc``.
@@ -71,9 +74,11 @@ class FaceScanNet(nn.Module):
         vit_heads: int = 8,
         vit_mlp_ratio: float = 4.0,
         vit_dropout: float = 0.1,
+        vit_attention_dropout: float = 0.0,
         mid_patch_size: int = 1,
         tail_patch_size: int = 2,
         num_classes: int = 2,
+        zero_init_residual: bool = True,
     ) -> None:
         super().__init__()
         if vit not in (None, "mid", "tail"):
@@ -94,6 +99,7 @@ class FaceScanNet(nn.Module):
             "heads": vit_heads,
             "mlp_ratio": vit_mlp_ratio,
             "dropout": vit_dropout,
+            "attention_dropout": vit_attention_dropout,
         }
 
         trunk = resnet50_trunk(
@@ -103,6 +109,7 @@ class FaceScanNet(nn.Module):
             dilation_rates=dilation_rates,
             layer4_in_channels=vit_dim if vit == "mid" else 1024,
             num_classes=num_classes,
+            zero_init_residual=zero_init_residual,
         )
         self.conv1, self.bn1 = trunk.conv1, trunk.bn1
         self.relu, self.maxpool = trunk.relu, trunk.maxpool
@@ -120,7 +127,7 @@ class FaceScanNet(nn.Module):
             channels = aspp_channels
 
         self.tail_vit: nn.Module = nn.Identity()
-        self.global_pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.global_pool: nn.Module = nn.Sequential(GlobalAvgPool2d(), nn.Flatten(1))
         if vit == "tail":
             tail_cls = CrossScanViT if cross_scan else ViT
             self.tail_vit = tail_cls(channels, vit_dim, tail_patch_size, **vit_args)

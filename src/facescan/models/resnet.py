@@ -20,6 +20,7 @@ def resnet50_trunk(
     dilation_rates: Sequence[int] = (2, 4),
     layer4_in_channels: int = 1024,
     num_classes: int = 2,
+    zero_init_residual: bool = True,
 ) -> ResNet:
     """A torchvision ResNet-50, optionally with SE bottlenecks, dilation and a narrower layer4 input.
 
@@ -35,6 +36,8 @@ def resnet50_trunk(
         layer4_in_channels: input channels of layer4 (1024 normally; the mid ViT's width when a
             ViT sits between layer3 and layer4, as the authors built it).
         num_classes: outputs of the ``fc`` layer.
+        zero_init_residual: start each bottleneck's last BatchNorm at 0 (torchvision's option), so
+            every residual block starts as the identity; from-scratch training starts faster.
 
     Returns:
         The ``ResNet`` module (callers take its stem, layers and ``fc``).
@@ -45,6 +48,7 @@ def resnet50_trunk(
         list(RESNET50_LAYERS),
         num_classes=num_classes,
         replace_stride_with_dilation=[False, dilated, dilated],
+        zero_init_residual=zero_init_residual,
     )
     if layer4_in_channels != model.layer4[0].conv1.in_channels:
         # Rebuild layer4 with torchvision's own layer factory, from the state it had after layer3.
@@ -52,6 +56,9 @@ def resnet50_trunk(
         model.dilation = 2 if dilated else 1
         model.layer4 = model._make_layer(block, 512, RESNET50_LAYERS[3], stride=2, dilate=dilated)  # type: ignore[arg-type]
         init_resnet_weights(model.layer4)
+        if zero_init_residual:
+            for block in model.layer4:
+                nn.init.zeros_(block.bn3.weight)
     if dilated:
         rate3, rate4 = dilation_rates
         _set_dilation(model.layer3, first=1, rest=rate3)

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import SqueezeExcitation
 
+from facescan.models.pooling import GlobalAvgPool2d
+
 
 class SEBottleneck(Bottleneck):
     """torchvision ResNet-50 bottleneck with squeeze-and-excitation after the last BN.
@@ -49,6 +51,7 @@ class SEBottleneck(Bottleneck):
         if not 1 <= se_reduction <= channels:
             raise ValueError(f"se_reduction must be in 1..{channels}, got {se_reduction!r}")
         self.se = SqueezeExcitation(channels, channels // se_reduction)
+        self.se.avgpool = GlobalAvgPool2d()  # the same mean, fast in bf16 channels-last
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x

@@ -32,9 +32,11 @@ DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(
         "vit_heads": 8,
         "vit_mlp_ratio": 4.0,
         "vit_dropout": 0.1,
+        "vit_attention_dropout": 0.0,
         "mid_patch_size": 1,
         "tail_patch_size": 2,
         "num_classes": 2,
+        "zero_init_residual": True,
         "pretrained": None,
     }
 )
@@ -55,10 +57,13 @@ OPTION_HELP: Mapping[str, str] = MappingProxyType(
         "vit_depth": "transformer blocks",
         "vit_heads": "attention heads",
         "vit_mlp_ratio": "MLP hidden width / vit_dim",
-        "vit_dropout": "transformer dropout, in [0, 1)",
+        "vit_dropout": "transformer dropout (block outputs, MLP), in [0, 1)",
+        "vit_attention_dropout": "dropout on the attention weights, in [0, 1) (> 0 is slow on CPUs)",
         "mid_patch_size": "patch side of the mid ViT's embedding convolution",
         "tail_patch_size": "patch side of the tail ViT's embedding convolution",
         "num_classes": "outputs (2: real 0 / fake 1)",
+        "zero_init_residual": "each bottleneck's last BN starts at 0, so every residual block "
+        "starts as the identity (torchvision's zero_init_residual; Goyal et al. 2017)",
         "pretrained": "path to a torchvision resnet50 state dict (ImageNet init); null = random",
     }
 )
@@ -298,8 +303,10 @@ _CHECKS: dict[str, Callable[[str, Any, str], Any]] = {
     "vit_heads": _positive_int,
     "vit_mlp_ratio": _positive_float,
     "vit_dropout": _dropout,
+    "vit_attention_dropout": _dropout,
     "mid_patch_size": _positive_int,
     "tail_patch_size": _positive_int,
     "num_classes": _positive_int,
+    "zero_init_residual": _bool,
     "pretrained": _path,
 }

@@ -4,44 +4,72 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from facescan.models.attention import SelfAttention
 from facescan.models.cross_scan import cross_scan, cross_scan_pos_embed
+from facescan.models.dropout import Dropout
 from facescan.models.patch_embed import PatchEmbed
 from facescan.models.pos_embed import sincos_pos_embed_2d
+
+
+class ViTBlock(nn.TransformerEncoderLayer):
+    """The authors' pre-norm ViT block: ``nn.TransformerEncoderLayer`` with GELU, batch first.
+
+    Its self-attention and dropouts are facescan's :class:`SelfAttention` and :class:`Dropout`,
+    which compute the same thing faster when training on a CPU (PyTorch's are kept on GPUs); the
+    parameters and state dict are the layer's, and inference uses its fused fast path.
+
+    Args:
+        dim: token width.
+        heads: attention heads (``dim`` must be divisible by it).
+        mlp_ratio: MLP hidden width / ``dim``.
+        dropout: dropout on the block outputs and in the MLP.
+        attention_dropout: dropout on the attention weights.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, dropout: float, attention_dropout: float
+    ) -> None:
+        super().__init__(
+            dim,
+            heads,
+            dim_feedforward=round(dim * mlp_ratio),
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.self_attn = SelfAttention(dim, heads, attention_dropout)
+        self.dropout, self.dropout1, self.dropout2 = (Dropout(dropout) for _ in range(3))
 
 
 class ViTEncoder(nn.Module):
     """``depth`` pre-norm transformer blocks and a final LayerNorm: ``(B, N, D) -> (B, N, D)``.
 
-    The blocks are ``nn.TransformerEncoderLayer(norm_first=True, batch_first=True)`` with GELU (the
-    authors' ViT block), so attention runs through ``F.scaled_dot_product_attention`` when training
-    and through PyTorch's fused fast path in inference. Each block is built separately so their
-    initial weights differ (``nn.TransformerEncoder`` would deep-copy one block).
+    The blocks are :class:`ViTBlock`; each is built separately so their initial weights differ
+    (``nn.TransformerEncoder`` would deep-copy one block). Dropout on the attention weights has
+    its own rate (see :class:`SelfAttention` for its cost on CPUs).
 
     Args:
         dim: token width.
         depth: number of blocks.
         heads: attention heads (``dim`` must be divisible by it).
         mlp_ratio: MLP hidden width / ``dim``.
-        dropout: dropout on attention weights, block outputs and in the MLP.
+        dropout: dropout on the block outputs and in the MLP.
+        attention_dropout: dropout on the attention weights.
     """
 
     def __init__(
-        self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.1
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.blocks = nn.Sequential(
-            *(
-                nn.TransformerEncoderLayer(
-                    dim,
-                    heads,
-                    dim_feedforward=round(dim * mlp_ratio),
-                    dropout=dropout,
-                    activation="gelu",
-                    batch_first=True,
-                    norm_first=True,
-                )
-                for _ in range(depth)
-            )
+            *(ViTBlock(dim, heads, mlp_ratio, dropout, attention_dropout) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(dim)
 
@@ -61,7 +89,8 @@ class ViT(nn.Module):
         depth: transformer blocks.
         heads: attention heads.
         mlp_ratio: MLP hidden width / ``dim``.
-        dropout: transformer dropout.
+        dropout: dropout on the block outputs and in the MLP.
+        attention_dropout: dropout on the attention weights.
     """
 
     def __init__(
@@ -73,11 +102,12 @@ class ViT(nn.Module):
         heads: int,
         mlp_ratio: float = 4.0,
         dropout: float = 0.1,
+        attention_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.patch_embed = PatchEmbed(in_channels, dim, patch_size)
-        self.encoder = ViTEncoder(dim, depth, heads, mlp_ratio, dropout)
+        self.encoder = ViTEncoder(dim, depth, heads, mlp_ratio, dropout, attention_dropout)
 
     def embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """Patch tokens with positions, ``(B, N, D)``, and their grid ``(h, w)``."""
