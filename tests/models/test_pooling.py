@@ -45,6 +45,8 @@ def test_bf16_channels_last_mean_is_accumulated_in_float32() -> None:
 
 
 def test_blocks_and_models_use_it() -> None:
-    assert isinstance(SEBottleneck(64, 64, downsample=nn.Conv2d(64, 256, 1)).se.avgpool, GlobalAvgPool2d)
+    assert isinstance(
+        SEBottleneck(64, 64, downsample=nn.Conv2d(64, 256, 1)).se.avgpool, GlobalAvgPool2d
+    )
     assert isinstance(ASPP(32, 8).convs[-1][0], GlobalAvgPool2d)
     assert isinstance(create_model("resnet50", **SMALL).global_pool[0], GlobalAvgPool2d)
