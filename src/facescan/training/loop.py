@@ -327,7 +327,7 @@ class _Trainer:
         num_classes = int(spec.model_options.get("num_classes", 2))
         weight = class_weight_tensor(cfg.class_weights, spec.train_cache.labels, num_classes)
         criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
-        optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = runtime.make_optimizer(net.parameters(), cfg.lr, cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min
         )
