@@ -37,7 +37,7 @@ def test_shipped_configurations_validate(env: str) -> None:
     if env == "paper":  # the report's recipe
         assert recipe == (2e-4, 1e-4, 60, 1e-6, 20, 32)
         assert config.max_epochs == 100
-    if env == "base":  # the CPU demo: the report's schedule, a larger rate for few steps from scratch
+    if env == "base":  # the CPU demo: the report's schedule, a larger rate for few steps
         assert recipe == (1e-3, 1e-4, 60, 1e-6, 20, 16)
 
 
