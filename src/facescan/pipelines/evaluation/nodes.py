@@ -15,12 +15,13 @@ from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import classification_metrics, json_ready
 from facescan.evaluation.robustness import PerturbedImages
 from facescan.evaluation.scoring import (
+    load_model,
     resolve_num_workers,
     score_cache,
     summarise_scores,
 )
 from facescan.models import count_forward_flops, count_parameters
-from facescan.training.checkpoint import catalog_source, model_from_checkpoint
+from facescan.training.checkpoint import catalog_source
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
@@ -34,12 +35,13 @@ def _load(
     channels_last: bool,
 ) -> torch.nn.Module:
     """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
-    model = model_from_checkpoint(
-        checkpoint, expected_variant=variant, source=catalog_source(namespace or variant)
-    ).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+    return load_model(
+        checkpoint,
+        expected_variant=variant,
+        device=device,
+        channels_last=channels_last,
+        source=catalog_source(namespace or variant),
+    )
 
 
 #: Checkpoint entries copied into ``{ns}.metrics`` so that one file says what was evaluated.

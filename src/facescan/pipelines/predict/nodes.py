@@ -15,10 +15,11 @@ from facescan.evaluation.config import PredictConfig
 from facescan.evaluation.metrics import p_fake_from_logits, predict_labels
 from facescan.evaluation.scoring import (
     list_image_files,
+    load_model,
     resolve_num_workers,
     score_files,
 )
-from facescan.training.checkpoint import catalog_source, model_from_checkpoint
+from facescan.training.checkpoint import catalog_source
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,13 @@ def _load(
     channels_last: bool,
 ) -> torch.nn.Module:
     """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
-    model = model_from_checkpoint(
-        checkpoint, expected_variant=variant, source=catalog_source(namespace or variant)
-    ).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+    return load_model(
+        checkpoint,
+        expected_variant=variant,
+        device=device,
+        channels_last=channels_last,
+        source=catalog_source(namespace or variant),
+    )
 
 
 def predict_images(
