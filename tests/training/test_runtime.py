@@ -155,3 +155,20 @@ def test_inference_errors_name_their_own_section(no_gpu: None) -> None:
         inference_settings("cuda", "off", prefix="predict")
     with pytest.raises(ValueError, match="^evaluation.amp: fp16 was requested"):
         inference_settings("cpu", "fp16")
+
+
+def test_make_optimizer_is_fused_adamw_with_adamws_update() -> None:
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    b.load_state_dict(a.state_dict())
+    fused = runtime.make_optimizer(a.parameters(), lr=1e-2, weight_decay=0.05)
+    plain = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.05)
+    assert isinstance(fused, torch.optim.AdamW) and fused.defaults["fused"]
+    x = torch.randn(4, 8)
+    for model, optimizer in ((a, fused), (b, plain)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
