@@ -29,7 +29,7 @@ from facescan.data.preprocess import load_for_cache
 from facescan.data.transforms import eval_transform
 from facescan.evaluation.metrics import classification_metrics, p_fake_from_logits, predict_labels
 from facescan.evaluation.stats import bootstrap_ci
-from facescan.training.checkpoint import model_from_checkpoint
+from facescan.training.checkpoint import catalog_source, model_from_checkpoint
 from facescan.training.engine import predict_logits
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ __all__ = [
     "Scores",
     "list_image_files",
     "load_model",
+    "load_run_model",
     "resolve_num_workers",
     "score_cache",
     "score_files",
@@ -100,6 +101,23 @@ def load_model(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
+
+
+def load_run_model(
+    checkpoint: Mapping[str, Any],
+    variant: str,
+    namespace: str | None,
+    device: torch.device,
+    channels_last: bool,
+) -> nn.Module:
+    """A run's model (:func:`load_model`); errors name ``{ns}.model`` and its file."""
+    return load_model(
+        checkpoint,
+        expected_variant=variant,
+        device=device,
+        channels_last=channels_last,
+        source=catalog_source(namespace or variant),
+    )
 
 
 def score_cache(

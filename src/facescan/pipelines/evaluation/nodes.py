@@ -15,33 +15,15 @@ from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import classification_metrics, json_ready
 from facescan.evaluation.robustness import PerturbedImages
 from facescan.evaluation.scoring import (
-    load_model,
+    load_run_model,
     resolve_num_workers,
     score_cache,
     summarise_scores,
 )
 from facescan.models import count_forward_flops, count_parameters
-from facescan.training.checkpoint import catalog_source
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _load(
-    checkpoint: Mapping[str, Any],
-    variant: str,
-    namespace: str | None,
-    device: torch.device,
-    channels_last: bool,
-) -> torch.nn.Module:
-    """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
-    return load_model(
-        checkpoint,
-        expected_variant=variant,
-        device=device,
-        channels_last=channels_last,
-        source=catalog_source(namespace or variant),
-    )
 
 
 #: Checkpoint entries copied into ``{ns}.metrics`` so that one file says what was evaluated.
@@ -110,7 +92,7 @@ def evaluate_model(
     """
     cfg = EvaluationConfig.from_params(evaluation)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = _load(checkpoint, variant, namespace, device, channels_last)  # checks it first
+    model = load_run_model(checkpoint, variant, namespace, device, channels_last)  # checks it first
     _check_cache(test_cache, checkpoint, "test_cache")
     input_size = int(checkpoint["input_size"])
     params = count_parameters(model)
@@ -192,7 +174,7 @@ def evaluate_robustness(
         logger.info("robustness stage disabled (evaluation.robustness.enabled: false)")
         return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
-    model = _load(checkpoint, variant, namespace, device, channels_last)
+    model = load_run_model(checkpoint, variant, namespace, device, channels_last)
     kwargs = {
         "input_size": int(checkpoint["input_size"]),
         "batch_size": cfg.batch_size,

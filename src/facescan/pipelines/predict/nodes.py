@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from facescan.data.imaging import check_background
 from facescan.evaluation.config import PredictConfig
 from facescan.evaluation.metrics import p_fake_from_logits, predict_labels
 from facescan.evaluation.scoring import (
     list_image_files,
-    load_model,
+    load_run_model,
     resolve_num_workers,
     score_files,
 )
-from facescan.training.checkpoint import catalog_source
 from facescan.training.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _load(
-    checkpoint: Mapping[str, Any],
-    variant: str,
-    namespace: str | None,
-    device: torch.device,
-    channels_last: bool,
-) -> torch.nn.Module:
-    """The run's model in eval mode on ``device``; errors name ``{ns}.model`` and its file."""
-    return load_model(
-        checkpoint,
-        expected_variant=variant,
-        device=device,
-        channels_last=channels_last,
-        source=catalog_source(namespace or variant),
-    )
 
 
 def predict_images(
@@ -79,7 +60,7 @@ def predict_images(
     cfg = PredictConfig.from_params(predict)
     paths = list_image_files(cfg.input_path, name="predict.input_path")
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp, prefix="predict")
-    model = _load(checkpoint, variant, namespace, device, channels_last)
+    model = load_run_model(checkpoint, variant, namespace, device, channels_last)
     logger.info(
         "scoring %d files from %s with %s on %s",
         len(paths),
