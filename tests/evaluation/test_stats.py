@@ -16,7 +16,10 @@ from facescan.evaluation.stats import (
     comparison_remark,
     holm_adjust,
     mcnemar_exact,
+    mcnemar_pooled,
     mean_std,
+    seeds_bootstrap_ci,
+    seeds_bootstrap_difference,
 )
 
 
@@ -119,3 +122,69 @@ def test_bad_bootstrap_parameters_name_the_parameter() -> None:
         bootstrap_ci([0, 1], [0.1, 0.9], [0, 1], n_resamples=0)
     with pytest.raises(ValueError, match="evaluation.bootstrap.confidence"):
         bootstrap_ci([0, 1], [0.1, 0.9], [0, 1], confidence=95)
+
+
+# --- several seeds -------------------------------------------------------------------------------
+
+
+def _seeded_preds(n_wrong: int, n: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(p_fake, pred) on labels ``[0, 1] * n/2`` with the first ``n_wrong`` images wrong."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    p = np.where(y == 1, 0.8, 0.2) + rng.uniform(-0.15, 0.15, n)
+    p[:n_wrong] = 1 - p[:n_wrong]
+    return p, (p > 0.5).astype(int)
+
+
+def test_seeds_bootstrap_with_one_seed_is_the_image_bootstrap() -> None:
+    y = np.tile([0, 1], 40)
+    p, pred = _seeded_preds(9)
+    one = seeds_bootstrap_ci(y, [p], [pred], n_resamples=300, seed=3)
+    ref = bootstrap_ci(y, p, pred, n_resamples=300, seed=3)
+    for key, value in ref.items():
+        assert one[key] == pytest.approx(value)
+    assert one["acc"] == pytest.approx(71 / 80)
+
+
+def test_seeds_bootstrap_interval_holds_the_mean_and_the_seed_spread() -> None:
+    y = np.tile([0, 1], 40)
+    (p0, d0), (p1, d1) = _seeded_preds(4), _seeded_preds(30, seed=1)
+    ci = seeds_bootstrap_ci(y, [p0, p1], [d0, d1], n_resamples=500, seed=0)
+    acc0, acc1 = 76 / 80, 50 / 80
+    assert ci["acc"] == pytest.approx((acc0 + acc1) / 2)
+    assert ci["acc_ci_low"] <= ci["acc"] <= ci["acc_ci_high"]
+    assert ci["auc_ci_low"] <= ci["auc"] <= ci["auc_ci_high"]
+    # Two seeds 0.32 apart: the interval reaches towards both (an image bootstrap of the mean
+    # alone would be about +-0.06 wide).
+    assert ci["acc_ci_low"] < acc1 + 0.05 and ci["acc_ci_high"] > acc0 - 0.05
+    image_only = bootstrap_ci(y, p0, d0, n_resamples=500, seed=0)
+    assert ci["acc_ci_high"] - ci["acc_ci_low"] > 2 * (
+        image_only["acc_ci_high"] - image_only["acc_ci_low"]
+    )
+
+
+def test_seeds_difference_separates_a_real_gap_and_not_a_seed_lottery() -> None:
+    y = np.tile([0, 1], 40)
+    good = [_seeded_preds(k, seed=k)[1] for k in (2, 3, 4)]
+    bad = [_seeded_preds(k, seed=k)[1] for k in (20, 22, 24)]
+    comp = seeds_bootstrap_difference(y, good, bad, n_resamples=400, seed=0)
+    assert comp.difference == pytest.approx((20 + 22 + 24 - 2 - 3 - 4) / 3 / 80)
+    assert comp.low <= comp.difference <= comp.high and comp.low > 0
+    assert comp.p_value == pytest.approx(2 / 401)
+    # One seed lucky, one not, against a steady baseline: no claim.
+    lottery = [_seeded_preds(2)[1], _seeded_preds(30, seed=5)[1]]
+    steady = [_seeded_preds(16, seed=6)[1], _seeded_preds(16, seed=7)[1]]
+    comp = seeds_bootstrap_difference(y, lottery, steady, n_resamples=400, seed=0)
+    assert comp.low < 0 < comp.high and comp.p_value > 0.05
+
+
+def test_mcnemar_pooled_sums_the_discordant_pairs_of_seed_paired_runs() -> None:
+    y = np.tile([0, 1], 40)
+    a = [_seeded_preds(2)[1], _seeded_preds(3)[1]]
+    b = [_seeded_preds(12)[1], _seeded_preds(10)[1]]
+    pooled = mcnemar_pooled(y, a, b)
+    assert (pooled.only_a, pooled.only_b) == (17, 0)
+    assert pooled.p_value == pytest.approx(2 * 0.5**17)
+    assert mcnemar_pooled(y, a[:1], b[:1]) == mcnemar_exact(y, a[0], b[0])
+    with pytest.raises(ValueError, match="pairs runs by seed: 2 runs against 1"):
+        mcnemar_pooled(y, a, b[:1])

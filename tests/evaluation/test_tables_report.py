@@ -169,3 +169,56 @@ def test_caveat_on_imbalance_and_unrankable_variants(runs) -> None:
     notes = caveats(table, n_test_real=120, n_test_fake=40, n_seeds=3)
     assert any("imbalanced" in n and "75.0%" in n for n in notes)
     assert not any("one seed" in n for n in notes)
+
+
+def test_accuracy_plots_never_draw_negative_error_bars() -> None:
+    # A mean outside its interval (a table from elsewhere) used to make matplotlib raise
+    # "'xerr' must not contain negative values"; the bar to the far bound is drawn, never a
+    # negative one.
+    table = pd.DataFrame(
+        {
+            "variant": ["a", "b"],
+            "acc": [0.9, 0.5],
+            "acc_ci_low": [0.92, 0.4],
+            "acc_ci_high": [0.95, float("nan")],
+            "gflops": [1.0, 2.0],
+            "n_seeds": [2, 2],
+            "is_baseline": [True, False],
+        }
+    )
+    fig = plot_accuracy_ci(table, {"a": [0.85, 0.95], "b": [0.4, 0.6]})
+    assert isinstance(fig, Figure)
+    assert "seeds" in fig.axes[0].get_xlabel()
+    assert isinstance(plot_accuracy_vs_gflops(table), Figure)
+
+
+def test_several_seeds_table_intervals_contain_the_means() -> None:
+    seeded = [
+        fake_run("resnet50", 0, 12),
+        fake_run("resnet50", 1, 2),
+        fake_run("vit", 0, 30),
+        fake_run("vit", 1, 1, shuffle=True),
+        fake_run("vit", 2, 15),
+    ]
+    table, remarks = ablation_table(seeded, baseline="resnet50", n_resamples=200)
+    assert table["n_seeds"].tolist() == [2, 3]
+    for what in ("acc", "auc"):
+        assert (table[f"{what}_ci_low"] <= table[what]).all()
+        assert (table[what] <= table[f"{what}_ci_high"]).all()
+    row = table.iloc[1]
+    assert row["test"] == "bootstrap" and row["p_value"] > 0.05  # seeds 30 / 1 / 15 wrong
+    assert "3 seeds" in remarks[0] and "bootstrap" in remarks[0]
+    # ROC and training curves take every seed, grouped by variant.
+    fig = plot_roc_curves(
+        {
+            v: [(r.predictions["label"], r.predictions["p_fake"]) for r in seeded if r.variant == v]
+            for v in ("resnet50", "vit")
+        }
+    )
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("3 seeds" in t for t in labels) and any("2 seeds" in t for t in labels)
+    fig = plot_training_curves(
+        {r.namespace: r.history for r in seeded}, {r.namespace: r.variant for r in seeded}
+    )
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["resnet50 (2 seeds)", "vit (3 seeds)"]

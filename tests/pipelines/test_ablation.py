@@ -40,10 +40,8 @@ def _project_copy(root: Path) -> Path:
     return project
 
 
-@pytest.fixture(scope="module")
-def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project copy after ``kedro run --pipelines ablation --env test`` (shared by the tests)."""
-    project = _project_copy(tmp_path_factory.mktemp("ablation"))
+def run_ablation_in(project: Path) -> Iterator[Path]:
+    """Run ``kedro run --pipelines ablation --env test`` in ``project`` (cwd there), yield it."""
     cwd = os.getcwd()
     os.chdir(project)
     try:
@@ -51,6 +49,12 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield project
     finally:
         os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A project copy after ``kedro run --pipelines ablation --env test`` (shared by the tests)."""
+    yield from run_ablation_in(_project_copy(tmp_path_factory.mktemp("ablation")))
 
 
 def _only_version(folder: Path) -> Path:

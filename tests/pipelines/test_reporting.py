@@ -66,26 +66,19 @@ def outputs() -> dict:
         parameters=MemoryDataset(PARAMETERS),
         **{f"params:{k}": MemoryDataset(v) for k, v in PARAMETERS.items()},
     )
-    for name in (
+    kept = (
         "ablation_table",
         "ablation_table_md",
+        "ablation_runs",
         "ablation_plots",
         "ablation_report",
         "robustness_table",
-    ):
+    )
+    for name in kept:
         datasets[name] = KeptDataset(copy_mode="assign")
     catalog = DataCatalog(datasets=datasets)
     SequentialRunner().run(create_pipeline(runs), catalog)
-    return {
-        name: catalog.load(name)
-        for name in (
-            "ablation_table",
-            "ablation_table_md",
-            "ablation_plots",
-            "ablation_report",
-            "robustness_table",
-        )
-    }
+    return {name: catalog.load(name) for name in kept}
 
 
 def test_table_has_one_row_per_variant_with_seed_spread(outputs) -> None:
@@ -95,8 +88,30 @@ def test_table_has_one_row_per_variant_with_seed_spread(outputs) -> None:
     assert table.loc[0, "acc"] == pytest.approx((48 / 60 + 50 / 60) / 2)
     assert table.loc[0, "acc_std"] == pytest.approx(np.std([48 / 60, 50 / 60], ddof=1))
     assert table["n_seeds"].tolist() == [2, 2]
-    # McNemar uses the first seed: vit_seed0 fixes 10 of resnet50_seed0's 12 errors.
-    assert table.loc[1, "mcnemar_p"] == pytest.approx(2 * 0.5**10)
+    # McNemar pools the seed-paired runs: vit_seed0 fixes 10 of resnet50_seed0's 12 errors and
+    # vit_seed1 7 of resnet50_seed1's 10, making none of their own: 17 discordant pairs, one way.
+    assert table.loc[1, "mcnemar_p"] == pytest.approx(2 * 0.5**17)
+    # The decision uses the bootstrap over images and seeds: the difference never crosses 0 here.
+    assert table.loc[1, "test"] == "bootstrap"
+    assert table.loc[1, "p_value"] == pytest.approx(2 / 101)  # the floor for 100 resamples
+    assert table.loc[1, "delta_acc"] == pytest.approx((10 / 60 + 7 / 60) / 2)
+    for what in ("acc", "auc"):
+        assert (table[f"{what}_ci_low"] <= table[what]).all()
+        assert (table[what] <= table[f"{what}_ci_high"]).all()
+
+
+def test_runs_table_keeps_every_seed(outputs) -> None:
+    runs = outputs["ablation_runs"]
+    assert runs["namespace"].tolist() == [
+        "resnet50_seed0",
+        "resnet50_seed1",
+        "vit_seed0",
+        "vit_seed1",
+    ]
+    assert runs["acc"].tolist() == pytest.approx([48 / 60, 50 / 60, 58 / 60, 57 / 60])
+    assert runs["mcnemar_p"].iloc[2:].tolist() == pytest.approx([2 * 0.5**10, 2 * 0.5**7])
+    assert runs["mcnemar_p"].iloc[:2].isna().all()
+    assert {"git_commit", "data_fingerprint"} <= set(runs.columns)
 
 
 def test_markdown_has_the_table_and_the_remarks(outputs) -> None:

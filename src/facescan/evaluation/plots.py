@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, roc_auc_score, roc_curve
 
 __all__ = [
     "plot_accuracy_ci",
@@ -33,19 +33,40 @@ def _no_data(fig: Figure, ax: Any, message: str) -> Figure:
     return fig
 
 
-def plot_roc_curves(scores: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> Figure:
+def plot_roc_curves(
+    scores: Mapping[str, tuple[Sequence[int], Sequence[float]] | Sequence[tuple[Any, Any]]],
+) -> Figure:
     """ROC curves of all variants on one axis, AUC in the legend.
 
     Args:
-        scores: variant -> (labels, p_fake) on the test set.
+        scores: variant -> (labels, p_fake) on the test set, or variant -> a list of such pairs,
+            one per seed: each seed's curve is drawn in the variant's colour and the legend gives
+            the mean AUC ± std over seeds.
     """
     fig = Figure(figsize=(6.0, 5.5), layout="constrained")
     ax = fig.subplots()
     drawn = 0
-    for name, (labels, p_fake) in scores.items():
-        if len(np.unique(labels)) < 2:
+    for colour, (name, value) in zip(_colours(len(scores)), scores.items(), strict=True):
+        runs = [value] if _is_pair(value) else list(value)
+        runs = [(np.asarray(y), np.asarray(p)) for y, p in runs if len(np.unique(y)) == 2]
+        if not runs:
             continue  # no ROC curve with one class
-        RocCurveDisplay.from_predictions(labels, p_fake, name=name, ax=ax, pos_label=1)
+        aucs = [roc_auc_score(y, p) for y, p in runs]
+        label = f"{name} (AUC {aucs[0]:.3f})"
+        if len(runs) > 1:
+            label = (
+                f"{name} (AUC {np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f}, {len(runs)} seeds)"
+            )
+        for i, (y, p) in enumerate(runs):
+            fpr, tpr, _ = roc_curve(y, p, pos_label=1)
+            ax.plot(
+                fpr,
+                tpr,
+                color=colour,
+                alpha=1.0 if i == 0 else 0.45,
+                linewidth=1.5 if i == 0 else 1.0,
+                label=label if i == 0 else None,
+            )
         drawn += 1
     if not drawn:
         return _no_data(fig, ax, "no ROC curve: the test set has one class only")
@@ -57,24 +78,49 @@ def plot_roc_curves(scores: Mapping[str, tuple[Sequence[int], Sequence[float]]])
     return fig
 
 
-def plot_training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+def _is_pair(value: Any) -> bool:
+    """(labels, p_fake) rather than a list of such pairs."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and np.ndim(value[0]) == 1
+        and np.ndim(value[1]) == 1
+    )
+
+
+def plot_training_curves(
+    histories: Mapping[str, pd.DataFrame], groups: Mapping[str, str] | None = None
+) -> Figure:
     """Train/validation loss and accuracy per epoch, one colour per variant.
 
     Args:
-        histories: variant -> per-epoch table with ``epoch``, ``train_loss``, ``val_loss``,
-            ``train_acc``, ``val_acc``.
+        histories: run (namespace) -> per-epoch table with ``epoch``, ``train_loss``,
+            ``val_loss``, ``train_acc``, ``val_acc``.
+        groups: run -> variant; runs of one variant (its seeds) share a colour and one legend
+            entry. Without it every run is its own group.
     """
     fig = Figure(figsize=(11.0, 4.5), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     if not histories:
         return _no_data(fig, ax_loss, "no training history")
-    colours = _colours(len(histories))
-    for colour, (name, h) in zip(colours, histories.items(), strict=True):
+    groups = {name: (groups or {}).get(name, name) for name in histories}
+    names = list(dict.fromkeys(groups.values()))
+    colours = dict(zip(names, _colours(len(names)), strict=True))
+    counts = {g: list(groups.values()).count(g) for g in names}
+    labelled: set[str] = set()
+    for name, h in histories.items():
         if h is None or len(h) == 0:
             continue
+        group = groups[name]
+        label = None
+        if group not in labelled:
+            label = group if counts[group] == 1 else f"{group} ({counts[group]} seeds)"
+            labelled.add(group)
         for ax, what in ((ax_loss, "loss"), (ax_acc, "acc")):
-            ax.plot(h["epoch"], h[f"train_{what}"], color=colour, linestyle="--", alpha=0.7)
-            ax.plot(h["epoch"], h[f"val_{what}"], color=colour, marker="o", ms=3, label=name)
+            ax.plot(h["epoch"], h[f"train_{what}"], color=colours[group], linestyle="--", alpha=0.7)
+            ax.plot(
+                h["epoch"], h[f"val_{what}"], color=colours[group], marker="o", ms=3, label=label
+            )
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss (dashed: train, solid: val)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: val)")
     for ax in (ax_loss, ax_acc):
@@ -90,12 +136,32 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
-    """Test accuracy per variant with its bootstrap interval; the baseline's interval shaded.
+def _error_bars(table: pd.DataFrame, what: str = "acc") -> np.ndarray:
+    """(2, n) distances from each value to its interval's bounds, for ``errorbar``.
+
+    The table's intervals contain their values (see ``ablation_table``); a bound that is NaN (no
+    interval) draws no bar, and a value outside its interval (a table from elsewhere) draws a bar
+    to the bound on the other side only, never a negative length.
+    """
+    value = table[what].to_numpy(float)
+    err = np.vstack(
+        [
+            value - table[f"{what}_ci_low"].to_numpy(float),
+            table[f"{what}_ci_high"].to_numpy(float) - value,
+        ]
+    )
+    return np.clip(np.nan_to_num(err), 0.0, None)
+
+
+def plot_accuracy_ci(
+    table: pd.DataFrame, per_seed: Mapping[str, Sequence[float]] | None = None
+) -> Figure:
+    """Test accuracy per variant with its interval; the baseline's interval shaded.
 
     Args:
         table: the ablation table (``variant``, ``acc``, ``acc_ci_low``, ``acc_ci_high`` and
-            optionally ``is_baseline``).
+            optionally ``is_baseline``, ``n_seeds``).
+        per_seed: variant -> each seed's accuracy, drawn as small crosses beside the mean.
     """
     fig = Figure(figsize=(7.0, 0.5 * max(len(table), 2) + 1.5), layout="constrained")
     ax = fig.subplots()
@@ -103,10 +169,28 @@ def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
         return _no_data(fig, ax, "no variants")
     y = np.arange(len(table))[::-1]
     acc = table["acc"].to_numpy(float)
-    err = np.vstack(
-        [acc - table["acc_ci_low"].to_numpy(float), table["acc_ci_high"].to_numpy(float) - acc]
+    several = "n_seeds" in table and (table["n_seeds"] > 1).any()
+    ax.errorbar(
+        acc,
+        y,
+        xerr=_error_bars(table),
+        fmt="o",
+        capsize=4,
+        label="mean over seeds" if several else None,
     )
-    ax.errorbar(acc, y, xerr=np.nan_to_num(err), fmt="o", capsize=4)
+    if per_seed:
+        for yi, variant in zip(y, table["variant"], strict=True):
+            values = list(per_seed.get(variant, []))
+            if len(values) > 1:
+                ax.plot(
+                    values,
+                    [yi - 0.18] * len(values),
+                    "x",
+                    color="black",
+                    ms=5,
+                    alpha=0.7,
+                    label="one seed" if yi == y[0] else None,
+                )
     if "is_baseline" in table and table["is_baseline"].any():
         base = table[table["is_baseline"]].iloc[0]
         ax.axvspan(
@@ -116,9 +200,12 @@ def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
             alpha=0.15,
             label=f"baseline {base['variant']} 95% CI",
         )
-        ax.legend(fontsize="small", loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # below the axes: never over a variant's points
+        fig.legend(fontsize="small", loc="outside lower center", ncols=3)
     ax.set_yticks(y, table["variant"])
-    ax.set_xlabel("test accuracy (95% bootstrap CI)")
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    what = "over test images and seeds" if several else "over test images"
+    ax.set_xlabel(f"test accuracy (95% bootstrap CI {what})")
     ax.set_title("accuracy per variant")
     return fig
 
@@ -126,7 +213,10 @@ def plot_accuracy_ci(table: pd.DataFrame) -> Figure:
 def plot_confusion_matrices(
     matrices: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str] = ("real", "fake")
 ) -> Figure:
-    """One confusion matrix per variant (rows: true class, columns: predicted), at threshold 0.5."""
+    """One confusion matrix per variant (rows: true class, columns: predicted), at threshold 0.5.
+
+    With several seeds pass each variant's matrices summed over seeds (and say so in the name).
+    """
     n = max(len(matrices), 1)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -150,10 +240,7 @@ def plot_accuracy_vs_gflops(table: pd.DataFrame) -> Figure:
         return _no_data(fig, ax, "no variants")
     x = table["gflops"].to_numpy(float)
     acc = table["acc"].to_numpy(float)
-    err = np.vstack(
-        [acc - table["acc_ci_low"].to_numpy(float), table["acc_ci_high"].to_numpy(float) - acc]
-    )
-    ax.errorbar(x, acc, yerr=np.nan_to_num(err), fmt="o", capsize=3)
+    ax.errorbar(x, acc, yerr=_error_bars(table), fmt="o", capsize=3)
     for xi, yi, name in zip(x, acc, table["variant"], strict=True):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize="small")
     ax.set_xlabel("forward GFLOPs per image")

@@ -139,12 +139,14 @@ def caveats(
             "acc_fake, AUC and the balanced accuracy, not accuracy alone."
         )
     baseline = table["is_baseline"].astype(bool) if "is_baseline" in table else False
-    tested = table.loc[~baseline, "mcnemar_p"].dropna() if "mcnemar_p" in table else pd.Series()
+    p_col = "p_value" if "p_value" in table else "mcnemar_p"
+    tested = table.loc[~baseline, p_col].dropna() if p_col in table else pd.Series()
     if len(tested):
-        holm = table["mcnemar_p_holm"].dropna() if "mcnemar_p_holm" in table else tested
+        holm = table[f"{p_col}_holm"].dropna() if f"{p_col}_holm" in table else tested
+        test = "bootstrap over images and seeds" if n_seeds > 1 else "McNemar"
         if not (holm < alpha).any():
             out.append(
-                f"No variant differs from the baseline beyond chance (McNemar, Holm-adjusted over "
+                f"No variant differs from the baseline beyond chance ({test}, Holm-adjusted over "
                 f"{len(tested)} comparison{'s' if len(tested) != 1 else ''}, alpha {alpha:g})."
             )
         elif (tested < alpha).sum() > (holm < alpha).sum():
@@ -216,6 +218,7 @@ def render_report(
     stage_timings: Mapping[str, float] | None = None,
     data_hash: str = "unknown",
     title: str = "facescan ablation report",
+    seeds_method: str | None = None,
 ) -> str:
     """Render the report as one HTML string.
 
@@ -228,11 +231,13 @@ def render_report(
         rejected: ``rejected_images`` (``path``, ``reason``).
         notes: caveats (:func:`caveats`).
         provenance: code and machine (``facescan.provenance.collect``).
-        runs: one row per trained run (namespace, variant, seed, git commit, data fingerprint...).
+        runs: one row per trained run (``ablation_runs``: its metrics, git commit, data...).
         robustness: the robustness table.
         stage_timings: stage -> wall seconds.
         data_hash: :func:`manifest_hash` of the split manifest.
         title: page title.
+        seeds_method: how the numbers over several seeds are made (shown above the table), or
+            None with one seed per variant.
     """
     e = html.escape
     parts = [
@@ -256,6 +261,8 @@ def render_report(
         "intervals, McNemar's exact p-value against the baseline, parameters, forward GFLOPs per "
         "image, measured inference throughput, training time and best epoch.</p>"
     )
+    if seeds_method:
+        parts.append(f"<p><b>Several seeds.</b> {e(seeds_method.replace('`', ''))}</p>")
     parts.append(_html_table(table))
     if remarks:
         parts.append(
@@ -266,6 +273,13 @@ def render_report(
         + e(to_markdown(table, columns=[c for c in TABLE_COLUMNS if c in table]))
         + "</pre></details>"
     )
+    if runs is not None and len(runs):
+        parts.append(
+            '<h3 id="runs">Every run</h3><p>One row per variant and seed: the run\'s own test '
+            "metrics, its image-bootstrap intervals, McNemar's p against the baseline's run with the "
+            "same seed, its first-epoch training loss (chance is 0.69), and where it came from.</p>"
+            + _html_table(runs)
+        )
 
     if robustness is not None and len(robustness):
         parts.append('<h2 id="robustness">Robustness</h2>')
@@ -314,8 +328,6 @@ def render_report(
 
     parts.append('<h2 id="settings">Run settings</h2>')
     parts.append(_kv_table(settings))
-    if runs is not None and len(runs):
-        parts.append("<h3>Trained runs</h3>" + _html_table(runs))
 
     parts.append('<h2 id="provenance">Provenance</h2>')
     if stage_timings:

@@ -1,8 +1,9 @@
-"""The ablation table and the robustness table, from per-run metrics and predictions (pandas only).
+"""The ablation table, the per-run table and the robustness table (pandas only).
 
-One row per variant. With several seeds (``ablation.seeds``) the point metrics are the mean over
-seeds with ``<metric>_std`` beside them; intervals, McNemar and the accuracy difference use the first
-seed's predictions, as the issue specifies, because a bootstrap over images says nothing about seeds.
+One row per variant in the ablation table. With several seeds (``ablation.seeds``) the point
+metrics are the mean over seeds with ``<metric>_std`` beside them, and the intervals and the test
+against the baseline resample test images and seeds together (see :func:`ablation_table`); the
+per-run table (:func:`runs_table`) keeps every seed's own numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from facescan.evaluation.stats import (
     comparison_remark,
     holm_adjust,
     mcnemar_exact,
+    mcnemar_pooled,
     mean_std,
+    seeds_bootstrap_ci,
+    seeds_bootstrap_difference,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,9 +34,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SEED_METRICS",
     "TABLE_COLUMNS",
+    "RUN_COLUMNS",
     "RunResult",
     "ablation_table",
+    "first_epoch_loss",
     "robustness_table",
+    "runs_table",
     "to_markdown",
 ]
 
@@ -105,6 +112,12 @@ def _aligned(base: pd.DataFrame, other: pd.DataFrame, names: tuple[str, str]) ->
     return other
 
 
+def _reference(groups: dict[str, list[RunResult]], baseline: str | None) -> pd.DataFrame:
+    """The predictions every run is aligned to (by path): the baseline's first run, else the first."""
+    runs = groups[baseline] if baseline else next(iter(groups.values()))
+    return runs[0].predictions.reset_index(drop=True)
+
+
 def ablation_table(
     results: Sequence[RunResult],
     *,
@@ -116,9 +129,18 @@ def ablation_table(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Build the ablation table: one row per variant, in run order.
 
+    With one seed per variant the intervals are percentile bootstraps over test images and the
+    test against the baseline is McNemar's exact test (``test`` = ``McNemar``). With several seeds
+    every metric is the mean over seeds (``<metric>_std`` beside it), the intervals of accuracy, AUC
+    and the accuracy difference resample test images and seeds together
+    (:func:`~facescan.evaluation.stats.seeds_bootstrap_ci`), and the test against the baseline is
+    that bootstrap's two-sided p-value (``test`` = ``bootstrap``); ``mcnemar_p`` then pools the
+    discordant images of the seed-paired runs (it holds the trained models fixed). ``p_value`` is the
+    test's p-value and ``p_value_holm`` its Holm adjustment across variants: the remarks use them.
+    Every interval contains the number it goes with.
+
     Args:
-        results: every evaluated run (several per variant with several seeds; the first is used
-            for intervals and tests).
+        results: every evaluated run (several per variant with several seeds).
         baseline: the variant every other one is tested against (``ablation.baseline``).
         n_resamples: bootstrap resamples (``evaluation.bootstrap.n_resamples``).
         confidence: interval coverage (``evaluation.bootstrap.confidence``).
@@ -127,9 +149,9 @@ def ablation_table(
 
     Returns:
         ``(table, remarks)``: the table with :data:`TABLE_COLUMNS` first, then ``delta_acc`` and its
-        interval, ``mcnemar_p_holm``, ``acc_at_val_threshold``, ``val_threshold``, ``n_test``,
-        ``n_seeds``, ``is_baseline`` and, with several seeds, ``<metric>_std``; and one plain
-        sentence per non-baseline variant.
+        interval, ``mcnemar_p_holm``, ``p_value``, ``p_value_holm``, ``test``,
+        ``acc_at_val_threshold``, ``val_threshold``, ``n_test``, ``n_seeds``, ``is_baseline`` and,
+        with several seeds, ``<metric>_std``; and one plain sentence per non-baseline variant.
 
     Raises:
         ValueError: when there are no results, or two runs were scored on different test images.
@@ -139,26 +161,43 @@ def ablation_table(
     groups = _by_variant(results)
     if baseline is not None and baseline not in groups:
         logger.warning(
-            "ablation.baseline %r is not among the evaluated variants %s: no McNemar test",
+            "ablation.baseline %r is not among the evaluated variants %s: no test against it",
             baseline,
             list(groups),
         )
         baseline = None
-    base_preds = groups[baseline][0].predictions if baseline else None
+    reference = _reference(groups, baseline)
+    labels = reference["label"]
+    # Every run's predictions in the reference's image order (pairing needs the same images).
+    ref_name = _reference_name(groups, baseline)
+    aligned = {
+        v: [_aligned(reference, r.predictions, (ref_name, r.namespace)) for r in runs]
+        for v, runs in groups.items()
+    }
     several_seeds = any(len(runs) > 1 for runs in groups.values())
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
 
     rows, remarks = [], []
     for variant, runs in groups.items():
         first = runs[0]
-        preds = first.predictions
+        preds = aligned[variant]
         row: dict[str, Any] = {"variant": variant}
         for key in SEED_METRICS:
             mean, std = mean_std([r.metrics.get(key, math.nan) for r in runs])
             row[key] = mean
             if several_seeds:
                 row[f"{key}_std"] = std
-        row.update(bootstrap_ci(preds["label"], preds["p_fake"], preds["pred"], **boot))
+        if len(runs) == 1:
+            row.update(bootstrap_ci(labels, preds[0]["p_fake"], preds[0]["pred"], **boot))
+        else:
+            ci = seeds_bootstrap_ci(
+                labels, [p["p_fake"] for p in preds], [p["pred"] for p in preds], **boot
+            )
+            row.update({k: v for k, v in ci.items() if k.endswith(("_low", "_high"))})
+        for key in ("acc", "auc"):  # the table's number is the metrics' mean: keep it inside
+            if math.isfinite(row[key]) and math.isfinite(row[f"{key}_ci_low"]):
+                row[f"{key}_ci_low"] = min(row[f"{key}_ci_low"], row[key])
+                row[f"{key}_ci_high"] = max(row[f"{key}_ci_high"], row[key])
         for key in ("params", "gflops"):
             row[key] = first.metrics.get(key, math.nan)
         for key in ("images_per_s", "train_seconds", "best_epoch"):
@@ -169,39 +208,79 @@ def ablation_table(
             [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs]
         )[0]
         row["val_threshold"] = first.metrics.get("val_threshold", math.nan)
-        row["n_test"] = len(preds)
+        row["n_test"] = len(reference)
         row["n_seeds"] = len(runs)
         row["is_baseline"] = variant == baseline
-        if baseline is None or variant == baseline:
-            row.update(
-                mcnemar_p=math.nan,
-                delta_acc=math.nan,
-                delta_acc_ci_low=math.nan,
-                delta_acc_ci_high=math.nan,
-            )
-        else:
-            other = _aligned(base_preds, preds, (baseline, variant))
-            test = mcnemar_exact(base_preds["label"], other["pred"], base_preds["pred"])
-            diff, low, high = bootstrap_difference_ci(
-                base_preds["label"], other["pred"], base_preds["pred"], **boot
-            )
-            row.update(
-                mcnemar_p=test.p_value, delta_acc=diff, delta_acc_ci_low=low, delta_acc_ci_high=high
-            )
+        row.update(
+            mcnemar_p=math.nan,
+            delta_acc=math.nan,
+            delta_acc_ci_low=math.nan,
+            delta_acc_ci_high=math.nan,
+            p_value=math.nan,
+            test="",
+        )
+        if baseline is not None and variant != baseline:
+            base = aligned[baseline]
+            n_seeds = max(len(preds), len(base))
+            if len(preds) == 1 and len(base) == 1:
+                test = mcnemar_exact(labels, preds[0]["pred"], base[0]["pred"])
+                diff, low, high = bootstrap_difference_ci(
+                    labels, preds[0]["pred"], base[0]["pred"], **boot
+                )
+                row.update(
+                    mcnemar_p=test.p_value,
+                    p_value=test.p_value,
+                    test="McNemar",
+                    delta_acc=diff,
+                    delta_acc_ci_low=low,
+                    delta_acc_ci_high=high,
+                )
+                name = "McNemar"
+            else:
+                comp = seeds_bootstrap_difference(
+                    labels, [p["pred"] for p in preds], [p["pred"] for p in base], **boot
+                )
+                pairs = _seed_pairs(runs, preds, groups[baseline], base)
+                pooled = (
+                    mcnemar_pooled(labels, [a for a, _ in pairs], [b for _, b in pairs]).p_value
+                    if pairs
+                    else math.nan
+                )
+                row.update(
+                    mcnemar_p=pooled,
+                    p_value=comp.p_value,
+                    test="bootstrap",
+                    delta_acc=comp.difference,
+                    delta_acc_ci_low=comp.low,
+                    delta_acc_ci_high=comp.high,
+                )
+                name = "bootstrap (images and seeds)"
             remarks.append(
                 comparison_remark(
-                    variant, baseline, diff, (low, high), test.p_value, len(preds), alpha=alpha
+                    variant,
+                    baseline,
+                    row["delta_acc"],
+                    (row["delta_acc_ci_low"], row["delta_acc_ci_high"]),
+                    row["p_value"],
+                    len(reference),
+                    alpha=alpha,
+                    test=name,
+                    n_seeds=n_seeds,
                 )
             )
         rows.append(row)
 
     table = pd.DataFrame(rows)
     table["mcnemar_p_holm"] = holm_adjust(table["mcnemar_p"].tolist())
+    table["p_value_holm"] = holm_adjust(table["p_value"].tolist())
     extra = [
         "delta_acc",
         "delta_acc_ci_low",
         "delta_acc_ci_high",
         "mcnemar_p_holm",
+        "p_value",
+        "p_value_holm",
+        "test",
         "acc_at_val_threshold",
         "val_threshold",
         "n_test",
@@ -210,6 +289,101 @@ def ablation_table(
     ]
     stds = [f"{k}_std" for k in SEED_METRICS] if several_seeds else []
     return table[list(TABLE_COLUMNS) + extra + stds], remarks
+
+
+def _seed_pairs(
+    runs: Sequence[RunResult],
+    preds: Sequence[pd.DataFrame],
+    base_runs: Sequence[RunResult],
+    base_preds: Sequence[pd.DataFrame],
+) -> list[tuple[Any, Any]]:
+    """The variant's and the baseline's predictions of runs with the same training seed."""
+    by_seed = {r.seed: p["pred"] for r, p in zip(base_runs, base_preds, strict=True)}
+    return [
+        (p["pred"], by_seed[r.seed]) for r, p in zip(runs, preds, strict=True) if r.seed in by_seed
+    ]
+
+
+#: The per-run table's columns (one row per variant and seed): nothing the means hide.
+RUN_COLUMNS = (
+    "namespace",
+    "variant",
+    "seed",
+    *SEED_METRICS,
+    "acc_ci_low",
+    "acc_ci_high",
+    "auc_ci_low",
+    "auc_ci_high",
+    "mcnemar_p",
+    "first_epoch_train_loss",
+    "best_epoch",
+    "best_val_acc",
+    "train_seconds",
+)
+
+
+def runs_table(
+    results: Sequence[RunResult],
+    *,
+    baseline: str | None,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per trained run: its own test metrics, image-bootstrap intervals and test.
+
+    ``mcnemar_p`` tests the run against the baseline's run with the same training seed (NaN for
+    the baseline's own runs and when the baseline has no run with that seed);
+    ``first_epoch_train_loss`` is the mean training loss of the first epoch (a two-class model at
+    chance sits at ln 2 = 0.69; far above it, the start of training blew up).
+
+    Returns:
+        The columns of :data:`RUN_COLUMNS`, in run order.
+    """
+    if not results:
+        return pd.DataFrame(columns=list(RUN_COLUMNS))
+    groups = _by_variant(results)
+    if baseline is not None and baseline not in groups:
+        baseline = None
+    reference = _reference(groups, baseline)
+    labels = reference["label"]
+    boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    ref_name = _reference_name(groups, baseline)
+    base_by_seed = {
+        r.seed: _aligned(reference, r.predictions, (ref_name, r.namespace))
+        for r in (groups[baseline] if baseline else [])
+    }
+    rows = []
+    for r in results:
+        preds = _aligned(reference, r.predictions, (ref_name, r.namespace))
+        row: dict[str, Any] = {"namespace": r.namespace, "variant": r.variant, "seed": r.seed}
+        for key in SEED_METRICS:
+            row[key] = r.metrics.get(key, math.nan)
+        row.update(bootstrap_ci(labels, preds["p_fake"], preds["pred"], **boot))
+        row["mcnemar_p"] = math.nan
+        if r.variant != baseline and r.seed in base_by_seed:
+            row["mcnemar_p"] = mcnemar_exact(
+                labels, preds["pred"], base_by_seed[r.seed]["pred"]
+            ).p_value
+        row["first_epoch_train_loss"] = first_epoch_loss(r.history)
+        for key in ("best_epoch", "best_val_acc", "train_seconds"):
+            row[key] = r.metrics.get(key, math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)[list(RUN_COLUMNS)]
+
+
+def _reference_name(groups: dict[str, list[RunResult]], baseline: str | None) -> str:
+    """The namespace whose test images order every comparison (see :func:`_reference`)."""
+    runs = groups[baseline] if baseline else next(iter(groups.values()))
+    return runs[0].namespace
+
+
+def first_epoch_loss(history: pd.DataFrame | None) -> float:
+    """The first epoch's mean training loss from a run's history (NaN without one)."""
+    if history is None or len(history) == 0 or "train_loss" not in history:
+        return math.nan
+    first = history.sort_values("epoch").iloc[0] if "epoch" in history else history.iloc[0]
+    return float(first["train_loss"])
 
 
 def robustness_table(results: Sequence[RunResult]) -> pd.DataFrame:

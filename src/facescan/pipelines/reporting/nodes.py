@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -23,10 +24,12 @@ from facescan.evaluation.plots import (
 )
 from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
 from facescan.evaluation.tables import (
+    RUN_COLUMNS,
     TABLE_COLUMNS,
     RunResult,
     ablation_table,
     robustness_table,
+    runs_table,
     to_markdown,
 )
 
@@ -60,8 +63,8 @@ def gather_results(runs: Sequence[tuple[str, str, int | None]], *values: Any) ->
 
 def build_ablation_table(
     results: list[RunResult], ablation: dict[str, Any], evaluation: dict[str, Any]
-) -> tuple[pd.DataFrame, str, list[str]]:
-    """The ablation table, its Markdown rendering and the significance remarks.
+) -> tuple[pd.DataFrame, str, list[str], pd.DataFrame]:
+    """The ablation table, its Markdown rendering, the significance remarks and the per-run table.
 
     Args:
         results: every run's outputs (:func:`gather_results`).
@@ -69,26 +72,62 @@ def build_ablation_table(
         evaluation: ``evaluation`` parameters (bootstrap, significance level).
 
     Returns:
-        ``ablation_table`` (DataFrame), ``ablation_table_md`` (Markdown: the table, then one line
-        per comparison with the baseline) and the remarks.
+        ``ablation_table`` (one row per variant), ``ablation_table_md`` (Markdown: the table, one
+        line per comparison with the baseline and, with several seeds, every run's row), the
+        remarks, and ``ablation_runs`` (one row per variant and seed, with each run's provenance).
     """
     cfg = EvaluationConfig.from_params(evaluation)
+    baseline = ablation.get("baseline")
     table, remarks = ablation_table(
-        results, baseline=ablation.get("baseline"), alpha=cfg.alpha, **cfg.bootstrap_kwargs()
+        results, baseline=baseline, alpha=cfg.alpha, **cfg.bootstrap_kwargs()
     )
-    md = "# Ablation table\n\n" + to_markdown(table, columns=TABLE_COLUMNS)
+    runs = runs_table(results, baseline=baseline, **cfg.bootstrap_kwargs()).merge(
+        _provenance_table(results), on="namespace", how="left"
+    )
+    several = bool((table["n_seeds"] > 1).any())
+    md = "# Ablation table\n\n"
+    if several:
+        md += f"{SEEDS_METHOD}\n\n"
+    md += to_markdown(table, columns=markdown_columns(table))
     if remarks:
         md += "\n" + "\n".join(f"- {r}" for r in remarks) + "\n"
+    if several:
+        md += "\n## Every run (one row per variant and seed)\n\n" + to_markdown(
+            runs, columns=list(RUN_COLUMNS)
+        )
     for row in table.itertuples():
         logger.info(
-            "%-22s acc %.4f  loss %.4f  auc %.4f  McNemar p %s",
+            "%-22s acc %.4f  loss %.4f  auc %.4f  %s p %s",
             row.variant,
             row.acc,
             row.loss,
             row.auc,
-            "-" if math.isnan(row.mcnemar_p) else f"{row.mcnemar_p:.3g}",
+            row.test or "-",
+            "-" if math.isnan(row.p_value) else f"{row.p_value:.3g}",
         )
-    return table, md, remarks
+    return table, md, remarks, runs
+
+
+#: How the numbers of a table over several seeds are made (shown in the Markdown and the report).
+SEEDS_METHOD = (
+    "With several seeds each number is the mean over the variant's seeds (± the standard "
+    "deviation across seeds). The 95% intervals resample the test images and the seeds together "
+    "(a two-level percentile bootstrap, paired over images between variants) and always contain "
+    "the mean; the test against the baseline (`test` = bootstrap, `p_value`) is the same "
+    "bootstrap's two-sided p-value of the accuracy difference, Holm-adjusted across variants in "
+    "`p_value_holm`. `mcnemar_p` pools the discordant images of the runs with the same seed and "
+    "treats the trained models as fixed. With 2-3 seeds the seed part of an interval is an "
+    "underestimate: read the per-run rows."
+)
+
+
+def markdown_columns(table: pd.DataFrame) -> list[str]:
+    """The Markdown table's columns: :data:`TABLE_COLUMNS`, and the seed-aware test with seeds."""
+    columns = [c for c in TABLE_COLUMNS if c in table]
+    if "n_seeds" in table and (table["n_seeds"] > 1).any():
+        at = columns.index("mcnemar_p") + 1 if "mcnemar_p" in columns else len(columns)
+        columns[at:at] = ["p_value", "p_value_holm", "n_seeds"]
+    return columns
 
 
 def build_robustness_table(results: list[RunResult]) -> pd.DataFrame:
@@ -106,41 +145,47 @@ def plot_ablation(
         and for ``ablation_figures`` (kept in memory for the HTML report, since Kedro's
         Matplotlib dataset is write-only).
     """
-    first: dict[str, RunResult] = {}
+    by_variant: dict[str, list[RunResult]] = {}
     for r in results:
-        first.setdefault(r.variant, r)
+        by_variant.setdefault(r.variant, []).append(r)
     histories = {}
     for r in results:
         if r.history is not None and len(r.history):
             histories[r.namespace] = r.history
+    matrices = {}
+    for variant, runs in by_variant.items():
+        name = variant if len(runs) == 1 else f"{variant} ({len(runs)} seeds, summed)"
+        matrices[name] = np.sum([np.asarray(r.metrics["confusion_matrix"]) for r in runs], axis=0)
     figures = {
         "roc_curves": plot_roc_curves(
-            {v: (r.predictions["label"], r.predictions["p_fake"]) for v, r in first.items()}
+            {
+                v: [(r.predictions["label"], r.predictions["p_fake"]) for r in runs]
+                for v, runs in by_variant.items()
+            }
         ),
-        "accuracy_ci": plot_accuracy_ci(table),
+        "accuracy_ci": plot_accuracy_ci(
+            table,
+            {v: [r.metrics.get("acc", np.nan) for r in runs] for v, runs in by_variant.items()},
+        ),
         "accuracy_vs_gflops": plot_accuracy_vs_gflops(table),
-        "training_curves": plot_training_curves(histories),
-        "confusion_matrices": plot_confusion_matrices(
-            {v: r.metrics["confusion_matrix"] for v, r in first.items()}
+        "training_curves": plot_training_curves(
+            histories, {r.namespace: r.variant for r in results}
         ),
+        "confusion_matrices": plot_confusion_matrices(matrices),
         "robustness": plot_robustness(robustness),
     }
     named = {f"{k}.png": fig for k, fig in figures.items()}
     return named, named
 
 
-def _runs_table(results: list[RunResult]) -> pd.DataFrame:
+def _provenance_table(results: list[RunResult]) -> pd.DataFrame:
+    """Where each run came from: input size, code, data (joined to the per-run table)."""
     rows = []
     for r in results:
         prov = r.metrics.get("training_provenance") or {}
         rows.append(
             {
                 "namespace": r.namespace,
-                "variant": r.variant,
-                "seed": r.seed,
-                "best_epoch": r.metrics.get("best_epoch"),
-                "best_val_acc": r.metrics.get("best_val_acc"),
-                "train_seconds": r.metrics.get("train_seconds"),
                 "input_size": r.metrics.get("input_size"),
                 "git_commit": str(prov.get("git_commit", "unknown"))[:12],
                 "data_fingerprint": str(r.metrics.get("data_fingerprint") or "unknown")[:12],
@@ -154,6 +199,7 @@ def render_ablation_report(
     results: list[RunResult],
     table: pd.DataFrame,
     remarks: list[str],
+    runs: pd.DataFrame,
     robustness: pd.DataFrame,
     figures: dict[str, Figure],
     split_manifest: pd.DataFrame,
@@ -167,6 +213,7 @@ def render_ablation_report(
         results: every run's outputs.
         table: ``ablation_table``.
         remarks: comparisons with the baseline.
+        runs: ``ablation_runs`` (one row per variant and seed).
         robustness: ``robustness_table``.
         figures: ``ablation_figures``.
         split_manifest: the split (counts per split and class, data hash).
@@ -209,7 +256,8 @@ def render_ablation_report(
         rejected=rejected_images,
         notes=notes,
         provenance=provenance.collect(),
-        runs=_runs_table(results),
+        runs=runs,
+        seeds_method=SEEDS_METHOD if bool((table["n_seeds"] > 1).any()) else None,
         robustness=robustness,
         stage_timings=stage_timings,
         data_hash=manifest_hash(split_manifest),

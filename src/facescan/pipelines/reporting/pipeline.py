@@ -45,7 +45,12 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
             Node(
                 build_ablation_table,
                 inputs=["ablation_results", "params:ablation", "params:evaluation"],
-                outputs=["ablation_table", "ablation_table_md", "ablation_remarks"],
+                outputs=[
+                    "ablation_table",
+                    "ablation_table_md",
+                    "ablation_remarks",
+                    "ablation_runs",
+                ],
                 name="build_ablation_table",
             ),
             Node(
@@ -66,6 +71,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                     "ablation_results",
                     "ablation_table",
                     "ablation_remarks",
+                    "ablation_runs",
                     "robustness_table",
                     "ablation_figures",
                     "split_manifest",
