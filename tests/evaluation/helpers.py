@@ -16,7 +16,14 @@ from facescan.models import create_model
 from facescan.training.checkpoint import CHECKPOINT_FORMAT
 
 #: The test environment's model sizes (conf/test/parameters_ablation.yml).
-TEST_MODEL = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2, "aspp_channels": 32}
+#: A random classifier (zero_init_head off): a zero head would give every image p_fake 0.5.
+TEST_MODEL = {
+    "vit_dim": 32,
+    "vit_depth": 1,
+    "vit_heads": 2,
+    "aspp_channels": 32,
+    "zero_init_head": False,
+}
 
 
 def fake_checkpoint(

@@ -25,6 +25,8 @@ from facescan.evaluation.tables import (
     RunResult,
     ablation_table,
     robustness_table,
+    run_warnings,
+    runs_table,
     to_markdown,
 )
 from tests.evaluation.helpers import LABELS, PATHS, N, fake_run
@@ -222,3 +224,25 @@ def test_several_seeds_table_intervals_contain_the_means() -> None:
     )
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     assert legend == ["resnet50 (2 seeds)", "vit (3 seeds)"]
+
+
+def test_collapsed_runs_are_flagged_with_their_first_epoch_loss() -> None:
+    good = fake_run("resnet50", 0, 3)
+    stuck = fake_run("aspp_vit", 0, 0)
+    stuck.predictions = stuck.predictions.assign(p_fake=0.3, pred=0)  # all called real
+    stuck.history = stuck.history.assign(train_loss=[2.8, 0.7][: len(stuck.history)])
+    noisy = fake_run("vit", 0, 0)
+    rng = np.random.default_rng(0)
+    noisy.predictions = noisy.predictions.assign(
+        p_fake=rng.uniform(size=N), pred=rng.integers(0, 2, N)
+    )
+    runs = runs_table([good, stuck, noisy], baseline="resnet50", n_resamples=200)
+    assert runs["warning"].tolist()[0] == ""
+    assert runs["warning"].tolist()[1] == "every test image called real"
+    assert runs["warning"].tolist()[2].startswith("AUC ")
+    assert "within noise of chance" in runs["warning"].tolist()[2]
+    assert runs["first_epoch_train_loss"].tolist()[1] == pytest.approx(2.8)
+    warnings = run_warnings(runs)
+    assert len(warnings) == 2
+    assert "Run aspp_vit looks collapsed: every test image called real" in warnings[0]
+    assert "first-epoch training loss was 2.80" in warnings[0] and "blew up" in warnings[0]

@@ -44,7 +44,8 @@ def built() -> Callable[[str], FaceScanNet]:
 @pytest.mark.parametrize("name", VARIANTS)
 def test_forward_backward_reaches_every_parameter(name: str) -> None:
     # With zero_init_residual the residual branches get no gradient until their last BN moves off
-    # zero (by design: the test below); every other parameter is checked here.
+    # zero, and with zero_init_head nothing behind the classifier does until it moves (by design:
+    # the tests below); every parameter is checked here with both off.
     torch.manual_seed(0)
     model = create_model(name, **SMALL, zero_init_residual=False).train()
     out = model(torch.randn(2, 3, 64, 64))
@@ -225,3 +226,52 @@ def test_zero_init_residual_starts_every_bottleneck_as_the_identity(
     assert all(
         float(b.bn3.weight.abs().sum()) > 0 for b in off.modules() if isinstance(b, Bottleneck)
     )
+
+
+@pytest.mark.parametrize("name", ["resnet50", "aspp_vit", "aspp_crossscan_vit"])
+def test_zero_init_head_starts_every_image_at_one_half(name: str) -> None:
+    model = create_model(name, **{**SMALL, "zero_init_head": True}).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(3, 3, 48, 48))
+    assert torch.equal(logits, torch.zeros_like(logits))  # p_fake 0.5, loss ln 2
+    legacy = create_model(name, **SMALL).eval()
+    with torch.no_grad():
+        assert legacy(torch.randn(3, 3, 48, 48)).abs().sum() > 0
+
+
+def test_head_norm_puts_a_layernorm_before_the_classifier_of_tail_vits_only() -> None:
+    for name in ("aspp_vit", "aspp_crossscan_vit"):
+        pool = create_model(name, **SMALL).global_pool
+        assert isinstance(pool[-1], nn.LayerNorm) and pool[-1].normalized_shape == (32,)
+        off = create_model(name, **SMALL, head_norm=False).global_pool
+        assert not any(isinstance(m, nn.LayerNorm) for m in off.modules())
+    for name in ("resnet50", "vit_aspp"):  # CNN tails keep torchvision's pooling and head
+        assert not any(
+            isinstance(m, nn.LayerNorm) for m in create_model(name, **SMALL).global_pool.modules()
+        )
+    # FeatureFusion sums four directions (about 2.5x one direction's scale): normalised here.
+    model = create_model("aspp_crossscan_vit", vit_depth=1).eval()
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(torch.randn(4, 3, 48, 48)), True)
+    assert pooled.pow(2).mean().sqrt() == pytest.approx(1.0, rel=0.05)
+
+
+def test_vit_init_timm_gives_truncated_normal_002_and_zero_biases() -> None:
+    model = create_model("aspp_crossscan_vit", vit_depth=2)
+    block = model.tail_vit.encoder.blocks[0]
+    for weight in (block.linear1.weight, block.linear2.weight, block.self_attn.in_proj_weight):
+        assert weight.std().item() == pytest.approx(0.02 * 0.88, rel=0.05)  # 2-std truncation
+        assert weight.abs().max().item() <= 0.04 + 1e-6
+    assert block.linear1.bias.abs().sum() == 0 and block.self_attn.in_proj_bias.abs().sum() == 0
+    assert block.self_attn.out_proj.bias.abs().sum() == 0
+    torch_init = create_model("aspp_crossscan_vit", vit_depth=2, vit_init="torch")
+    b = torch_init.tail_vit.encoder.blocks[0]
+    assert b.linear2.weight.abs().max().item() > 0.02  # PyTorch's kaiming-uniform bound
+    assert b.linear1.bias.abs().sum() > 0
+    # The trunk and ASPP are built (and drawn) before the transformer: the same either way.
+    torch.manual_seed(1)
+    a = create_model("aspp_vit", vit_depth=1)
+    torch.manual_seed(1)
+    b = create_model("aspp_vit", vit_depth=1, vit_init="torch")
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert torch.equal(a.aspp.project[0].weight, b.aspp.project[0].weight)

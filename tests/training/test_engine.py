@@ -74,3 +74,33 @@ def test_a_nan_loss_raises_before_the_step_is_applied(caches) -> None:
         train_one_epoch(model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU)
     after = {k: p.detach() for k, p in model.named_parameters()}
     torch.testing.assert_close(after, before, rtol=0, atol=0, equal_nan=True)
+
+
+def test_clipping_bounds_each_step_and_reports_the_norm_before_it(caches) -> None:
+    train, _ = caches
+    torch.manual_seed(0)
+    model = TinyNet(TINY_OPTIONS)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the step is the (clipped) gradient
+    loader = build_loader(train, train=True, input_size=INPUT, batch_size=32, seed=0)  # 1 step
+    stats = train_one_epoch(
+        model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU, clip_grad_norm=1e-3
+    )
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.linalg.vector_norm(after - before) == pytest.approx(1e-3, rel=1e-3)
+    assert stats["grad_norm_max"] > 1e-3  # the norm before clipping
+    assert stats["lrs"] == [1.0]
+    unclipped = train_one_epoch(model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU)
+    assert np.isnan(unclipped["grad_norm_max"])
+
+
+def test_the_schedule_is_stepped_after_every_optimizer_step(caches) -> None:
+    train, _ = caches
+    model = TinyNet(TINY_OPTIONS)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    loader = build_loader(train, train=True, input_size=INPUT, batch_size=8, seed=0)  # 4 steps
+    stats = train_one_epoch(
+        model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU, scheduler=scheduler
+    )
+    assert stats["lrs"] == pytest.approx([1e-3, 1e-3 / 2, 1e-3 / 3, 1e-3 / 4])

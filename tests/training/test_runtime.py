@@ -172,3 +172,31 @@ def test_make_optimizer_is_fused_adamw_with_adamws_update() -> None:
             optimizer.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_parameter_groups_give_the_transformer_its_own_rate() -> None:
+    from facescan.models import create_model
+
+    net = create_model("aspp_vit", vit_dim=32, vit_depth=1, vit_heads=2, aspp_channels=32)
+    one = runtime.parameter_groups(net, 1e-3)
+    assert len(one) == 1 and len(one[0]["params"]) == len(list(net.parameters()))
+    groups = runtime.parameter_groups(net, 1e-3, transformer_lr_scale=0.2)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 2e-4])
+    vit = {id(p) for p in net.tail_vit.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == vit
+    assert not vit & {id(p) for p in groups[0]["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    # A CNN-only variant has no transformer part: one group whatever the scale.
+    cnn = create_model("resnet50")
+    assert len(runtime.parameter_groups(cnn, 1e-3, transformer_lr_scale=0.2)) == 1
+    # The schedule keeps the ratio: warm-up and cosine scale both groups alike.
+    from facescan.training.schedule import cosine_with_warmup
+
+    optimizer = runtime.make_optimizer(groups, 1e-3, 0.0)
+    scheduler = cosine_with_warmup(
+        optimizer, lr=1e-3, t_max=10, eta_min=0.0, steps_per_epoch=2, warmup_epochs=1
+    )
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-4, 1e-4])
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 2e-4])

@@ -37,8 +37,10 @@ __all__ = [
     "RUN_COLUMNS",
     "RunResult",
     "ablation_table",
+    "collapse_warning",
     "first_epoch_loss",
     "robustness_table",
+    "run_warnings",
     "runs_table",
     "to_markdown",
 ]
@@ -319,7 +321,11 @@ RUN_COLUMNS = (
     "best_epoch",
     "best_val_acc",
     "train_seconds",
+    "warning",
 )
+
+#: A first-epoch mean training loss above this (chance is ln 2 = 0.69) means the start blew up.
+BLOWN_UP_LOSS = 1.0
 
 
 def runs_table(
@@ -368,8 +374,42 @@ def runs_table(
         row["first_epoch_train_loss"] = first_epoch_loss(r.history)
         for key in ("best_epoch", "best_val_acc", "train_seconds"):
             row[key] = r.metrics.get(key, math.nan)
+        row["warning"] = collapse_warning(preds["pred"], row["auc"], row["auc_ci_low"])
         rows.append(row)
     return pd.DataFrame(rows)[list(RUN_COLUMNS)]
+
+
+def collapse_warning(pred: Any, auc: float, auc_ci_low: float) -> str:
+    """Why a run's test results look collapsed, or ``""``.
+
+    Collapsed: every test image got the same class, or the AUC's interval reaches 0.5 (the run
+    cannot be told from chance on this test set).
+    """
+    classes = set(np.asarray(pred).tolist())
+    if len(classes) == 1:
+        return f"every test image called {'fake' if classes == {1} else 'real'}"
+    if math.isfinite(auc_ci_low) and auc_ci_low <= 0.5:
+        return f"AUC {auc:.3f} is within noise of chance (interval from {auc_ci_low:.3f})"
+    return ""
+
+
+def run_warnings(runs: pd.DataFrame) -> list[str]:
+    """One sentence per run whose test results look collapsed, with its first-epoch loss."""
+    out = []
+    for row in runs.itertuples():
+        if not getattr(row, "warning", ""):
+            continue
+        loss = row.first_epoch_train_loss
+        start = ""
+        if math.isfinite(loss):
+            start = f"; its first-epoch training loss was {loss:.2f} (chance is 0.69"
+            start += ": the start of training blew up)" if loss > BLOWN_UP_LOSS else ")"
+        out.append(
+            f"Run {row.namespace} looks collapsed: {row.warning}{start}. One such run says "
+            "little about its variant: compare its other seeds (ablation.seeds) before reading "
+            "its row."
+        )
+    return out
 
 
 def _reference_name(groups: dict[str, list[RunResult]], baseline: str | None) -> str:

@@ -17,6 +17,28 @@ from facescan.models.vit import CrossScanViT, MidViT, TokenMeanPool, ViT
 MIN_INPUT_SIZE = 32
 
 
+def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:
+    """timm's ViT initialisation (``init_weights_vit_timm``), for PyTorch's attention layout.
+
+    Every ``nn.Linear`` (MLP, attention output) and ``nn.MultiheadAttention``'s packed q/k/v
+    projection get a truncated normal of ``std`` (cut at 2 std) and zero biases; LayerNorms start at
+    weight 1, bias 0. The patch-embedding convolution keeps PyTorch's default, as in timm.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.MultiheadAttention):
+            if m.in_proj_weight is not None:
+                nn.init.trunc_normal_(m.in_proj_weight, std=std, a=-2 * std, b=2 * std)
+            if m.in_proj_bias is not None:
+                nn.init.zeros_(m.in_proj_bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class FaceScanNet(nn.Module):
     """ResNet-50 with the report's optional modules; returns logits ``(B, num_classes)``.
 
@@ -50,6 +72,10 @@ class FaceScanNet(nn.Module):
         tail_patch_size: patch side of the tail ViT's embedding convolution.
         num_classes: outputs.
         zero_init_residual: start every bottleneck's last BN at 0 (identity residual blocks).
+        vit_init: ``"timm"`` (truncated normal 0.02 for the transformers' linear maps, zero
+            biases) or ``"torch"`` (PyTorch's defaults); see :func:`init_vit_weights`.
+        head_norm: LayerNorm on the pooled features before ``fc`` when the tail is a ViT.
+        zero_init_head: ``fc`` starts at zero (p_fake 0.5 for every image).
 
     Attributes:
         num_features: width of the pooled features fed to ``fc``.
@@ -79,6 +105,9 @@ class FaceScanNet(nn.Module):
         tail_patch_size: int = 2,
         num_classes: int = 2,
         zero_init_residual: bool = True,
+        vit_init: str = "timm",
+        head_norm: bool = True,
+        zero_init_head: bool = True,
     ) -> None:
         super().__init__()
         if vit not in (None, "mid", "tail"):
@@ -131,14 +160,30 @@ class FaceScanNet(nn.Module):
         if vit == "tail":
             tail_cls = CrossScanViT if cross_scan else ViT
             self.tail_vit = tail_cls(channels, vit_dim, tail_patch_size, **vit_args)
-            self.global_pool = TokenMeanPool()
+            pool: list[nn.Module] = [TokenMeanPool()]
             if cross_scan:
-                self.global_pool = nn.Sequential(
-                    TokenMeanPool(), FeatureFusion(vit_dim, reduction=se_reduction)
-                )
+                pool.append(FeatureFusion(vit_dim, reduction=se_reduction))
+            if head_norm:
+                pool.append(nn.LayerNorm(vit_dim))
+            self.global_pool = nn.Sequential(*pool)
             channels = vit_dim
+        if vit_init == "timm":
+            for part in (self.mid_vit, self.tail_vit):
+                init_vit_weights(part)
+        elif vit_init != "torch":
+            raise ValueError(f"vit_init must be 'timm' or 'torch', got {vit_init!r}")
         self.num_features = channels
         self.fc = nn.Linear(channels, num_classes)
+        if zero_init_head:
+            nn.init.zeros_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
+
+    def transformer_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the mid and tail ViTs (patch embeddings and encoders).
+
+        Training may give them their own learning rate (``training.transformer_lr_scale``).
+        """
+        return [*self.mid_vit.parameters(), *self.tail_vit.parameters()]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images ``(B, 3, H, W)`` to the last features before pooling.

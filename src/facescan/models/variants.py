@@ -37,6 +37,9 @@ DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(
         "tail_patch_size": 2,
         "num_classes": 2,
         "zero_init_residual": True,
+        "vit_init": "timm",
+        "head_norm": True,
+        "zero_init_head": True,
         "pretrained": None,
     }
 )
@@ -64,6 +67,14 @@ OPTION_HELP: Mapping[str, str] = MappingProxyType(
         "num_classes": "outputs (2: real 0 / fake 1)",
         "zero_init_residual": "each bottleneck's last BN starts at 0, so every residual block "
         "starts as the identity (torchvision's zero_init_residual; Goyal et al. 2017)",
+        "vit_init": "transformer initialisation: timm (ViT/DeiT/timm: truncated normal std 0.02 "
+        "for every linear map and the attention projections, zero biases, LayerNorm 1/0) or "
+        "torch (PyTorch's layer defaults, as the authors' code)",
+        "head_norm": "LayerNorm on the pooled features before the classifier when the tail is a "
+        "ViT (timm's fc_norm): FeatureFusion's sum of four directions reaches the classifier at "
+        "unit scale; no effect on CNN tails",
+        "zero_init_head": "the classifier starts at zero weights and bias (every image p_fake 0.5, "
+        "loss ln 2), as timm's ViT head; false = PyTorch's Linear default",
         "pretrained": "path to a torchvision resnet50 state dict (ImageNet init); null = random",
     }
 )
@@ -280,6 +291,12 @@ def _vit(key: str, value: Any, where: str) -> str | None:
     return value
 
 
+def _vit_init(key: str, value: Any, where: str) -> str:
+    if value not in ("timm", "torch"):
+        raise ValueError(f"{where}: {key} must be 'timm' or 'torch', got {value!r}")
+    return value
+
+
 def _path(key: str, value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -308,5 +325,8 @@ _CHECKS: dict[str, Callable[[str, Any, str], Any]] = {
     "tail_patch_size": _positive_int,
     "num_classes": _positive_int,
     "zero_init_residual": _bool,
+    "vit_init": _vit_init,
+    "head_norm": _bool,
+    "zero_init_head": _bool,
     "pretrained": _path,
 }

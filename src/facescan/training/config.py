@@ -30,6 +30,9 @@ RESULT_KEYS = (
     "weight_decay",
     "t_max",
     "eta_min",
+    "warmup_epochs",
+    "clip_grad_norm",
+    "transformer_lr_scale",
     "patience",
     "class_weights",
     "seed",
@@ -63,6 +66,10 @@ class TrainConfig:
         weight_decay: AdamW (decoupled) weight decay.
         t_max: CosineAnnealingLR period in epochs.
         eta_min: CosineAnnealingLR floor.
+        warmup_epochs: linear learning-rate warm-up over this many epochs (fractions allowed),
+            per optimizer step, before the cosine; 0 = none (the report).
+        clip_grad_norm: clip the gradients' global L2 norm to this value; None = off (the report).
+        transformer_lr_scale: the ViTs' learning rate is ``lr`` times this; 1 = one rate (report).
         patience: epochs without a better validation accuracy before stopping (None: never).
         class_weights: None (all 1), ``"balanced"`` (from the train counts) or one weight per class.
         seed: seeds model init, shuffling, augmentation and dropout.
@@ -86,6 +93,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     t_max: int = 60
     eta_min: float = 1e-6
+    warmup_epochs: float = 0.0
+    clip_grad_norm: float | None = None
+    transformer_lr_scale: float = 1.0
     patience: int | None = 20
     class_weights: str | tuple[float, ...] | None = None
     seed: int = 42
@@ -139,6 +149,15 @@ class TrainConfig:
             weight_decay=_float(p, "weight_decay", d.weight_decay),
             t_max=_int(p, "t_max", d.t_max, minimum=1),
             eta_min=_float(p, "eta_min", d.eta_min),
+            warmup_epochs=_float(p, "warmup_epochs", d.warmup_epochs),
+            clip_grad_norm=(
+                None
+                if p.get("clip_grad_norm") is None
+                else _float(p, "clip_grad_norm", d.clip_grad_norm, positive=True)
+            ),
+            transformer_lr_scale=_float(
+                p, "transformer_lr_scale", d.transformer_lr_scale, positive=True
+            ),
             patience=_int(p, "patience", d.patience, minimum=1, nullable=True),
             class_weights=_class_weights(p.get("class_weights", d.class_weights)),
             seed=_int(p, "seed", d.seed, minimum=0),
@@ -158,6 +177,11 @@ class TrainConfig:
             raise ValueError(
                 f"training.eta_min: {config.eta_min} is above training.lr ({config.lr}); "
                 "the cosine schedule would rise instead of decay"
+            )
+        if config.warmup_epochs > config.max_epochs:
+            raise ValueError(
+                f"training.warmup_epochs: {config.warmup_epochs} is longer than training.max_epochs "
+                f"({config.max_epochs}); the learning rate would never reach training.lr"
             )
         if config.max_epochs > config.t_max:
             logger.warning(

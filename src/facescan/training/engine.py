@@ -80,7 +80,9 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     channels_last: bool = False,
     progress: str | None = None,
-) -> dict[str, float]:
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    clip_grad_norm: float | None = None,
+) -> dict[str, Any]:
     """Train ``model`` for one pass over ``loader``.
 
     Every step checks the loss before applying it: a NaN or infinite loss (on any rank) raises
@@ -97,10 +99,16 @@ def train_one_epoch(
         scaler: a ``GradScaler`` for fp16, or None.
         channels_last: move images in channels-last memory format.
         progress: label of the progress bar; None hides it (non-primary ranks).
+        scheduler: a learning-rate schedule stepped after every optimizer step (warm-up and the
+            cosine are per step: see ``facescan.training.schedule``), or None.
+        clip_grad_norm: clip the global L2 norm of the gradients to this value before each
+            optimizer step (after unscaling with fp16), or None.
 
     Returns:
         ``loss`` (weighted mean over the epoch, all ranks), ``acc``, ``images`` (global count),
-        ``seconds``, ``images_per_s`` and ``first_step_seconds`` (includes compilation).
+        ``seconds``, ``images_per_s``, ``first_step_seconds`` (includes compilation), ``lrs``
+        (the learning rate of every step) and ``grad_norm_max`` (the largest gradient norm
+        before clipping; NaN when not clipping).
 
     Raises:
         NonFiniteLossError: when a loss is NaN or infinite.
@@ -123,6 +131,9 @@ def train_one_epoch(
     start = time.perf_counter()
     first_step = math.nan
     seen = 0
+    lrs: list[float] = []
+    grad_norm_max = torch.zeros((), dtype=torch.float32, device=device)
+    params = [p for p in model.parameters() if p.requires_grad] if clip_grad_norm else []
     for step, (images, targets) in enumerate(bar):
         images, targets = _to_device(images, targets, device, channels_last)
         with autocast(device, amp_dtype):
@@ -133,13 +144,23 @@ def train_one_epoch(
         if _all_reduce(bad).item() > 0:
             raise NonFiniteLossError(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
+        lrs.append(optimizer.param_groups[0]["lr"])
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clip_grad_norm:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                grad_norm_max = torch.maximum(grad_norm_max, norm.detach().float())
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if clip_grad_norm:
+                norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                grad_norm_max = torch.maximum(grad_norm_max, norm.detach().float())
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         with torch.no_grad():
             weight = _batch_weight(criterion, targets)
             correct = (logits.argmax(dim=1) == targets).sum()
@@ -181,6 +202,8 @@ def train_one_epoch(
         "seconds": seconds,
         "images_per_s": count / max(seconds, 1e-9),
         "first_step_seconds": first_step,
+        "lrs": lrs,
+        "grad_norm_max": float(grad_norm_max) if clip_grad_norm else math.nan,
     }
 
 

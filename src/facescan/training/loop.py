@@ -50,6 +50,7 @@ from facescan.training.distributed import (
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
 from facescan.training.fit import RunSpec, check_batch_split
 from facescan.training.run_files import RunFiles
+from facescan.training.schedule import cosine_with_warmup
 
 __all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
 
@@ -243,9 +244,9 @@ class _Trainer:
         if decision["skip"]:
             return
         state: dict[str, Any] | None = decision["state"]
-        parts = self._build(state)
-        progress = _Progress.from_state(state) if state is not None else _Progress()
         sampler, train_loader, val_loader = self._loaders()
+        parts = self._build(state, steps_per_epoch=len(train_loader))
+        progress = _Progress.from_state(state) if state is not None else _Progress()
         start_epoch = len(progress.history) + 1
         if env.primary:
             self._log_start(parts, state is not None, start_epoch)
@@ -305,7 +306,7 @@ class _Trainer:
             files.clear()  # a stale best.pt must not survive into a fresh run
         return {"skip": False, "state": state}
 
-    def _build(self, state: dict[str, Any] | None) -> _Parts:
+    def _build(self, state: dict[str, Any] | None, steps_per_epoch: int) -> _Parts:
         from facescan.models import create_model
 
         spec, cfg, device = self.spec, self.cfg, self.device
@@ -327,9 +328,18 @@ class _Trainer:
         num_classes = int(spec.model_options.get("num_classes", 2))
         weight = class_weight_tensor(cfg.class_weights, spec.train_cache.labels, num_classes)
         criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
-        optimizer = runtime.make_optimizer(net.parameters(), cfg.lr, cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=cfg.t_max, eta_min=cfg.eta_min
+        optimizer = runtime.make_optimizer(
+            runtime.parameter_groups(net, cfg.lr, cfg.transformer_lr_scale),
+            cfg.lr,
+            cfg.weight_decay,
+        )
+        scheduler = cosine_with_warmup(
+            optimizer,
+            lr=cfg.lr,
+            t_max=cfg.t_max,
+            eta_min=cfg.eta_min,
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=cfg.warmup_epochs,
         )
         scaler = torch.amp.GradScaler(device.type) if precision.use_scaler else None
         if state is not None:
@@ -401,7 +411,6 @@ class _Trainer:
         _seed_everything(seed)
         train_loader.generator.manual_seed(seed)
         sampler.set_epoch(epoch)
-        lr = parts.optimizer.param_groups[0]["lr"]
         try:
             train = train_one_epoch(
                 parts.model,
@@ -413,6 +422,8 @@ class _Trainer:
                 scaler=parts.scaler,
                 channels_last=parts.channels_last,
                 progress=f"{spec.namespace} {epoch}/{self.cfg.max_epochs}" if env.primary else None,
+                scheduler=parts.scheduler,
+                clip_grad_norm=self.cfg.clip_grad_norm,
             )
         except NonFiniteLossError as exc:
             kept = (
@@ -442,17 +453,20 @@ class _Trainer:
             amp_dtype=parts.precision.dtype,
             channels_last=parts.channels_last,
         )
-        parts.scheduler.step()
-        return {
+        self._step_lrs = train["lrs"]  # TensorBoard's per-step lr curve (warm-up included)
+        record = {
             "epoch": epoch,
             "train_loss": train["loss"],
             "train_acc": train["acc"],
             "val_loss": val["loss"],
             "val_acc": val["acc"],
-            "lr": lr,
+            "lr": train["lrs"][0] if train["lrs"] else math.nan,
             "seconds": time.perf_counter() - start,
             "images_per_s": train["images_per_s"],
         }
+        if self.cfg.clip_grad_norm:
+            record["grad_norm_max"] = train["grad_norm_max"]
+        return record
 
     def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
         self.files.save_resume(
@@ -559,7 +573,7 @@ class _Trainer:
         logger.info(
             "Training %s: seed %d, up to %d epochs (patience %s), %d worker(s) on %s, %s%s%s, "
             "batch %d (%d per worker), %d train / %d val images at %d px, %.2f M parameters, "
-            "AdamW lr %g wd %g, cosine T_max %d",
+            "AdamW lr %g wd %g%s, cosine T_max %d%s%s",
             self.name,
             spec.seed,
             cfg.max_epochs,
@@ -577,7 +591,12 @@ class _Trainer:
             count_parameters(parts.net) / 1e6,
             cfg.lr,
             cfg.weight_decay,
+            f" (ViT x{cfg.transformer_lr_scale:g})"
+            if cfg.transformer_lr_scale != 1 and len(parts.optimizer.param_groups) > 1
+            else "",
             cfg.t_max,
+            f", warm-up {cfg.warmup_epochs:g} epoch(s)" if cfg.warmup_epochs else "",
+            f", gradients clipped at {cfg.clip_grad_norm:g}" if cfg.clip_grad_norm else "",
         )
 
     def _tensorboard(self, start_epoch: int) -> Any:
@@ -622,4 +641,9 @@ class _Trainer:
             ("throughput/images_per_s", "images_per_s"),
         ):
             writer.add_scalar(tag, record[key], epoch)
+        if math.isfinite(record.get("grad_norm_max", math.nan)):
+            writer.add_scalar("grad_norm/max_before_clip", record["grad_norm_max"], epoch)
+        lrs = getattr(self, "_step_lrs", [])
+        for i, lr in enumerate(lrs):  # x axis: optimizer steps since the start of training
+            writer.add_scalar("lr/step", lr, (epoch - 1) * len(lrs) + i)
         writer.flush()

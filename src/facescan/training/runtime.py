@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -264,15 +264,36 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def make_optimizer(
-    params: Iterable[nn.Parameter], lr: float, weight_decay: float
+    params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], lr: float, weight_decay: float
 ) -> torch.optim.AdamW:
     """The report's AdamW, as one fused kernel over all parameters (CPU and CUDA).
 
     The same update as ``torch.optim.AdamW``'s default, which on a CPU loops over the parameters
     with several small operations each (161 tensors in ResNet-50): fused, the optimizer step
-    takes half the time (benchmarks/README.md).
+    takes half the time (benchmarks/README.md). ``params`` may be parameter groups
+    (:func:`parameter_groups`).
     """
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
+def parameter_groups(
+    net: nn.Module, lr: float, transformer_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the transformer parts at ``lr * transformer_lr_scale``.
+
+    The transformer parts are what the model's ``transformer_parameters()`` returns (FaceScanNet:
+    the mid and tail ViTs); a model without it, or a scale of 1, gives one group at ``lr`` (the
+    report). Group 0 holds everything else, so ``param_groups[0]["lr"]`` is ``training.lr``'s.
+    """
+    special = list(getattr(net, "transformer_parameters", list)())
+    if transformer_lr_scale == 1.0 or not special:
+        return [{"params": list(net.parameters()), "lr": lr}]
+    ids = {id(p) for p in special}
+    rest = [p for p in net.parameters() if id(p) not in ids]
+    return [
+        {"params": rest, "lr": lr},
+        {"params": special, "lr": lr * transformer_lr_scale},
+    ]
 
 
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:

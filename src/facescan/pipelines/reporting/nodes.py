@@ -29,6 +29,7 @@ from facescan.evaluation.tables import (
     RunResult,
     ablation_table,
     robustness_table,
+    run_warnings,
     runs_table,
     to_markdown,
 )
@@ -91,6 +92,9 @@ def build_ablation_table(
     md += to_markdown(table, columns=markdown_columns(table))
     if remarks:
         md += "\n" + "\n".join(f"- {r}" for r in remarks) + "\n"
+    warnings = run_warnings(runs)
+    if warnings:
+        md += "\n## Warnings\n\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
     if several:
         md += "\n## Every run (one row per variant and seed)\n\n" + to_markdown(
             runs, columns=list(RUN_COLUMNS)
@@ -236,6 +240,7 @@ def render_ablation_report(
         n_seeds=len(seeds),
         alpha=cfg.alpha,
     )
+    notes = run_warnings(runs) + notes  # collapsed runs first: they change how to read the table
     commits = {str((r.metrics.get("training_provenance") or {}).get("git_commit")) for r in results}
     if len(commits) > 1:
         notes.append(f"The runs were trained from different git commits ({sorted(commits)}).")
