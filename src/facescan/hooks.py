@@ -57,6 +57,23 @@ class TrainingMachineCheckHook:
             TrainConfig.from_params(catalog.load("params:training"))
 
 
+REPORT_RUN = "report_run"
+
+
+class ReportRunHook:
+    """Hands the report node this run's identity: Kedro's save version (the timestamp of every
+    versioned dataset the run writes) and the environment, saved as ``report_run`` before the
+    first node runs (``run_params`` holds them; no node can read them otherwise)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if REPORT_RUN in catalog and any(REPORT_RUN in n.inputs for n in pipeline.nodes):
+            catalog.save(
+                REPORT_RUN,
+                {"version": run_params.get("run_id"), "env": run_params.get("env") or "local"},
+            )
+
+
 def _stage_of(node: Any) -> str:
     """The pipeline a node comes from: the package under facescan.pipelines defining its function."""
     func = getattr(node.func, "func", node.func)  # functools.partial binds the variant

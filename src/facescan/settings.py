@@ -3,11 +3,16 @@
 from kedro.config import OmegaConfigLoader
 
 from facescan.context import FacescanContext
-from facescan.hooks import AblationRegistryHook, StageTimingHook, TrainingMachineCheckHook
+from facescan.hooks import (
+    AblationRegistryHook,
+    ReportRunHook,
+    StageTimingHook,
+    TrainingMachineCheckHook,
+)
 
 # Hands the active environment's `ablation` parameters to the pipeline registry before it is read,
 # so that `--env paper` or `--params ablation.variants=[...]` decides which variant namespaces exist.
-HOOKS = (AblationRegistryHook(), TrainingMachineCheckHook(), StageTimingHook())
+HOOKS = (AblationRegistryHook(), TrainingMachineCheckHook(), StageTimingHook(), ReportRunHook())
 
 # Also hands the `ablation` parameters to the registry when the context is built, for tools that
 # create one with every hook disabled (`kedro viz run` without `--include-hooks`).

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
 
 import pandas as pd
@@ -131,9 +132,25 @@ def test_html_report_holds_table_plots_data_and_provenance(ablation: Path) -> No
 
 def test_reporting_alone_rebuilds_from_saved_outputs(ablation: Path) -> None:
     os.chdir(ablation)
-    run_kedro(ablation, ["reporting"])
-    versions = list((ablation / "data" / "08_reporting" / "ablation_table.csv").iterdir())
+    reporting = ablation / "data" / "08_reporting"
+    first = (reporting / "ablation_report.html").read_text()
+    # Another run with other parameters: a second report, the first one kept and linked.
+    run_kedro(ablation, ["reporting"], params={"evaluation.bootstrap.n_resamples": 150})
+    versions = list((reporting / "ablation_table.csv").iterdir())
     assert len(versions) == 2  # versioned: the first table is kept
+    reports = sorted((reporting / "reports" / "ablation_report.html").iterdir())
+    assert [p.name for p in reports] == sorted(p.name for p in versions)  # same timestamps
+    old, new = (p / "ablation_report.html" for p in reports)
+    assert old.read_text().replace('<base href="../../../">', "") == first
+    stable = (reporting / "ablation_report.html").read_text()
+    assert new.read_text() == stable.replace("<head>", '<head><base href="../../../">', 1)
+    settings = '"n_resamples": 150'
+    assert settings in unescape(stable) and settings not in unescape(first)
+    assert f"Report version <code>{reports[1].name}</code>" in stable
+    link = f"reports/ablation_report.html/{reports[0].name}/ablation_report.html"
+    assert f'<a href="{link}">{reports[0].name}</a>' in stable
+    assert (reporting / link).is_file()  # the link resolves from the stable report's folder
+    assert "No earlier report." in first
 
 
 @pytest.mark.faces_a

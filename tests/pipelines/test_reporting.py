@@ -64,6 +64,18 @@ def outputs() -> dict:
         rejected_images=MemoryDataset(pd.DataFrame({"path": ["/x.jpg"], "reason": ["zero bytes"]})),
         stage_timings=MemoryDataset({"training": 30.0, "evaluation": 4.0}),
         parameters=MemoryDataset(PARAMETERS),
+        ablation_report_history=MemoryDataset(
+            [
+                {
+                    "version": "2026-01-01T00.00.00.000Z",
+                    "path": "reports/ablation_report.html/2026-01-01T00.00.00.000Z/ablation_report.html",
+                    "git_commit": "0123456789abcdef",
+                    "env": "base",
+                    "variants": ["resnet50"],
+                }
+            ]
+        ),
+        report_run=MemoryDataset({"version": "2026-02-02T00.00.00.000Z", "env": "test"}),
         **{f"params:{k}": MemoryDataset(v) for k, v in PARAMETERS.items()},
     )
     kept = (
@@ -72,6 +84,7 @@ def outputs() -> dict:
         "ablation_runs",
         "ablation_plots",
         "ablation_report",
+        "ablation_report_version",
         "robustness_table",
     )
     for name in kept:
@@ -147,3 +160,60 @@ def test_report_embeds_table_plots_and_caveats(outputs) -> None:
 def test_reporting_of_no_runs_is_empty() -> None:
     assert len(create_pipeline([]).nodes) == 0
     assert len(create_pipeline([VariantRun("a", "a", None)]).nodes) == 5
+
+
+def test_report_says_its_version_and_links_the_earlier_ones(outputs) -> None:
+    html = outputs["ablation_report"]
+    assert "Report version <code>2026-02-02T00.00.00.000Z</code>" in html
+    assert "environment <code>test</code>" in html
+    link = "reports/ablation_report.html/2026-01-01T00.00.00.000Z/ablation_report.html"
+    assert f'<a href="{link}">2026-01-01T00.00.00.000Z</a>' in html
+    assert "<td>0123456789ab</td><td>base</td>" in html
+    meta = re.search(r'<meta name="facescan-run" content="([^"]*)">', html)
+    assert meta and "2026-02-02T00.00.00.000Z" in meta.group(1) and "vit" in meta.group(1)
+    # The versioned copy is the same page, its links resolved from data/08_reporting/.
+    versioned = outputs["ablation_report_version"]
+    assert versioned == html.replace("<head>", '<head><base href="../../../">', 1)
+
+
+def test_report_tables_have_no_blank_cells_and_no_empty_index_column(outputs) -> None:
+    html = outputs["ablation_report"]
+    assert not re.search(r"<td>\s*</td>", html)  # an empty cell renders as "–"
+    robustness = html[html.index('id="robustness"') : html.index('id="plots"')]
+    # pandas' columns name ("perturbation") used to add a header row with an empty first cell
+    assert "<th>perturbation</th>" not in robustness and "<th></th>" not in robustness
+    assert re.search(r"<th>variant</th>\s*<th>clean</th>", robustness)
+
+
+def test_report_history_dataset_lists_saved_versions_with_their_meta(tmp_path) -> None:
+    from kedro.io import DatasetError
+
+    from facescan.datasets import ReportHistoryDataset
+
+    folder = tmp_path / "08_reporting" / "reports" / "ablation_report.html"
+    dataset = ReportHistoryDataset(str(folder))
+    assert dataset.load() == []  # nothing saved yet
+    for version, meta in (
+        ("2026-01-02T00.00.00.000Z", '{"env": "paper", "variants": ["resnet50"]}'),
+        ("2026-01-01T00.00.00.000Z", None),
+    ):
+        (folder / version).mkdir(parents=True)
+        head = (
+            f'<meta name="facescan-run" content="{meta.replace(chr(34), "&quot;")}">'
+            if meta
+            else ""
+        )
+        (folder / version / "ablation_report.html").write_text(f"<html><head>{head}</head></html>")
+    (folder / "stray.txt").write_text("not a version")
+    history = dataset.load()
+    assert [h["version"] for h in history] == [
+        "2026-01-01T00.00.00.000Z",
+        "2026-01-02T00.00.00.000Z",
+    ]
+    assert history[0] == {
+        "version": "2026-01-01T00.00.00.000Z",
+        "path": "reports/ablation_report.html/2026-01-01T00.00.00.000Z/ablation_report.html",
+    }
+    assert history[1]["env"] == "paper" and history[1]["variants"] == ["resnet50"]
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save([])

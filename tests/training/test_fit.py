@@ -229,7 +229,7 @@ def test_early_stopping_fires_at_patience_and_keeps_the_best_epoch(
 def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    ckpt = run(caches, make_config(tmp_path))
+    ckpt = run(caches, make_config(tmp_path, warmup_epochs=1, clip_grad_norm=5.0))
     events = EventAccumulator(str(tmp_path / "tb" / NS))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -239,9 +239,20 @@ def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
         "acc/train",
         "acc/val",
         "lr",
+        "lr/step",
+        "grad_norm/max_before_clip",
         "time/epoch_seconds",
         "throughput/images_per_s",
     }
+    # The per-step rate shows the warm-up: a linear ramp over the first epoch, then the cosine.
+    lrs = events.Scalars("lr/step")
+    per_epoch = len(lrs) // 3
+    assert [e.step for e in lrs] == list(range(3 * per_epoch)) and per_epoch >= 2
+    ramp = [e.value for e in lrs[:per_epoch]]
+    assert ramp == pytest.approx([1e-2 * (k + 1) / per_epoch for k in range(per_epoch)], rel=1e-5)
+    assert [h["lr"] for h in ckpt["history"]] == pytest.approx(
+        [lrs[0].value, lrs[per_epoch].value, lrs[2 * per_epoch].value], rel=1e-5
+    )
     val_loss = events.Scalars("loss/val")
     assert [e.step for e in val_loss] == [1, 2, 3]
     assert [e.value for e in val_loss] == pytest.approx(

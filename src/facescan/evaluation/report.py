@@ -25,12 +25,17 @@ from matplotlib.figure import Figure
 from facescan.evaluation.tables import TABLE_COLUMNS, to_markdown
 
 __all__ = [
+    "REPORT_META",
     "caveats",
     "dataset_counts",
     "figure_to_base64",
     "manifest_hash",
     "render_report",
 ]
+
+#: The ``<meta name=...>`` tag a report carries its run's identity in (JSON content); the catalog's
+#: ``ReportHistoryDataset`` reads it back to list earlier reports.
+REPORT_META = "facescan-run"
 
 #: Plot titles, in report order.
 FIGURE_TITLES = {
@@ -176,8 +181,10 @@ def caveats(
 
 def _html_table(df: pd.DataFrame, *, index: bool = False, float_digits: int = 4) -> str:
     def fmt(x: Any) -> str:
+        if x is None or (isinstance(x, str) and not x.strip()):
+            return "–"
         if isinstance(x, bool | np.bool_):
-            return "yes" if x else ""
+            return "yes" if x else "–"
         if isinstance(x, int | np.integer):
             return f"{int(x):,}"
         if isinstance(x, float | np.floating):
@@ -192,6 +199,40 @@ def _html_table(df: pd.DataFrame, *, index: bool = False, float_digits: int = 4)
     for c in shown.columns:
         shown[c] = shown[c].map(fmt)
     return '<div class="scroll">' + shown.to_html(index=index, escape=True, border=0) + "</div>"
+
+
+def _versions(run: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
+    """Which version this report is, and the earlier ones with links (newest first)."""
+    e = html.escape
+    version = run.get("version")
+    text = (
+        f"<p>Report version <code>{e(str(version))}</code> (environment "
+        f"<code>{e(str(run.get('env', 'unknown')))}</code>); every version is kept under "
+        "<code>data/08_reporting/reports/</code>.</p>"
+        if version
+        else "<p>This report is not versioned (rendered outside a Kedro run).</p>"
+    )
+    earlier = [h for h in history if h.get("version") != version]
+    if not earlier:
+        return text + "<p>No earlier report.</p>"
+    rows = []
+    for h in sorted(earlier, key=lambda h: str(h.get("version")), reverse=True):
+        variants = h.get("variants")
+        rows.append(
+            f'<tr><td><a href="{e(str(h.get("path", "")))}">{e(str(h.get("version")))}</a></td>'
+            f"<td>{e(str(h.get('git_commit') or '–'))[:12]}</td>"
+            f"<td>{e(str(h.get('env') or '–'))}</td>"
+            f"<td style='text-align:left'>"
+            f"{e(', '.join(variants) if isinstance(variants, list) else '–')}</td></tr>"
+        )
+    return (
+        text
+        + f'<details id="earlier-reports"><summary>Earlier reports ({len(earlier)})</summary>'
+        + "<table><tr><th>version</th><th>git commit</th><th>environment</th><th style='text-align:left'>variants</th>"
+        + "</tr>"
+        + "".join(rows)
+        + "</table></details>"
+    )
 
 
 def _kv_table(items: Mapping[str, Any]) -> str:
@@ -219,6 +260,8 @@ def render_report(
     data_hash: str = "unknown",
     title: str = "facescan ablation report",
     seeds_method: str | None = None,
+    run: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """Render the report as one HTML string.
 
@@ -238,11 +281,19 @@ def render_report(
         title: page title.
         seeds_method: how the numbers over several seeds are made (shown above the table), or
             None with one seed per variant.
+        run: this report's identity (``version``: Kedro's save version, ``env``, ``variants``,
+            ``git_commit``), written in a ``facescan-run`` meta tag and shown at the top.
+        history: earlier reports (``version``, ``path`` relative to data/08_reporting/, and what
+            their meta tag recorded), listed with links, newest first.
     """
     e = html.escape
+    meta = {k: v for k, v in (run or {}).items() if v is not None}
+    meta.setdefault("git_commit", str(provenance.get("git_commit", "unknown")))
+    meta.setdefault("created_utc", str(provenance.get("created_utc", "")))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta name="{REPORT_META}" content="{e(json.dumps(meta, default=str))}">',
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         f"<p>Generated {e(str(provenance.get('created_utc', '')))} from git commit "
@@ -250,6 +301,7 @@ def render_report(
         f"{' (with uncommitted changes)' if provenance.get('git_dirty') is True else ''}; "
         f"data hash <code>{e(data_hash[:16])}</code>.</p>",
     ]
+    parts.append(_versions(meta, history))
 
     parts.append("<h2>Caveats</h2>")
     parts += [f'<div class="caveat">{e(n)}</div>' for n in notes] or ["<p>None.</p>"]
@@ -287,14 +339,14 @@ def render_report(
             "<p>Test images re-encoded / blurred / down-and-up-sampled identically for "
             "both classes; accuracy and AUC per perturbation, and the drop from clean.</p>"
         )
-        wide = robustness.pivot_table(
-            index="variant", columns="perturbation", values="acc", sort=False
-        )
-        parts.append("<h3>Accuracy</h3>" + _html_table(wide.reset_index()))
-        wide_auc = robustness.pivot_table(
-            index="variant", columns="perturbation", values="auc", sort=False
-        )
-        parts.append("<h3>ROC AUC</h3>" + _html_table(wide_auc.reset_index()))
+        for what, title in (("acc", "Accuracy"), ("auc", "ROC AUC")):
+            wide = robustness.pivot_table(
+                index="variant", columns="perturbation", values=what, sort=False
+            )
+            # The columns' name ("perturbation") would render as an empty extra column.
+            parts.append(
+                f"<h3>{title}</h3>" + _html_table(wide.rename_axis(columns=None).reset_index())
+            )
 
     parts.append('<h2 id="plots">Plots</h2>')
     names = [k for k in FIGURE_TITLES if k in figures] + [

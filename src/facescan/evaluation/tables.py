@@ -397,7 +397,8 @@ def run_warnings(runs: pd.DataFrame) -> list[str]:
     """One sentence per run whose test results look collapsed, with its first-epoch loss."""
     out = []
     for row in runs.itertuples():
-        if not getattr(row, "warning", ""):
+        warning = getattr(row, "warning", "")
+        if not isinstance(warning, str) or not warning:  # "" reads back from CSV as NaN
             continue
         loss = row.first_epoch_train_loss
         start = ""

@@ -210,8 +210,10 @@ def render_ablation_report(
     rejected_images: pd.DataFrame,
     stage_timings: dict[str, float] | None,
     parameters: dict[str, Any],
-) -> str:
-    """The self-contained HTML report.
+    report_history: list[dict[str, Any]] | None = None,
+    report_run: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """The self-contained HTML report: the stable copy and the versioned one.
 
     Args:
         results: every run's outputs.
@@ -224,9 +226,14 @@ def render_ablation_report(
         rejected_images: files ingestion rejected, with reasons.
         stage_timings: wall seconds per stage (kept current by the project's timing hook).
         parameters: all parameters (the run settings shown).
+        report_history: earlier reports (``ablation_report_history``), listed with links.
+        report_run: this run's Kedro save version and environment (the project's hook gives it).
 
     Returns:
-        ``ablation_report``: the HTML page.
+        ``ablation_report`` (data/08_reporting/ablation_report.html, always the latest) and
+        ``ablation_report_version`` (the same page under data/08_reporting/reports/, versioned
+        with the run's timestamp like the table and plots). Links to earlier reports are relative
+        to data/08_reporting/; the versioned copy gets a ``<base>`` pointing there.
     """
     cfg = EvaluationConfig.from_params(parameters.get("evaluation"))
     test = split_manifest[split_manifest["split"] == "test"]
@@ -252,6 +259,9 @@ def render_ablation_report(
         for k in ("data", "split", "preprocess", "model", "training", "ablation", "evaluation")
         if k in parameters
     }
+    run = dict(report_run or {})
+    run["variants"] = list(dict.fromkeys(r.variant for r in results))
+    run["seeds"] = sorted({r.seed for r in results if r.seed is not None})
     html = render_report(
         table=table,
         remarks=remarks,
@@ -266,6 +276,8 @@ def render_ablation_report(
         robustness=robustness,
         stage_timings=stage_timings,
         data_hash=manifest_hash(split_manifest),
+        run=run,
+        history=report_history or [],
     )
     logger.info(
         "ablation report: %d variants, %d caveats, %.0f kB",
@@ -273,4 +285,7 @@ def render_ablation_report(
         len(notes),
         len(html) / 1024,
     )
-    return html
+    # The versioned copy lives at reports/ablation_report.html/<version>/ablation_report.html:
+    # three folders below data/08_reporting/, which the links are relative to.
+    versioned = html.replace("<head>", '<head><base href="../../../">', 1)
+    return html, versioned

@@ -78,8 +78,10 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                     "rejected_images",
                     "stage_timings",
                     "parameters",
+                    "ablation_report_history",
+                    "report_run",
                 ],
-                outputs="ablation_report",
+                outputs=["ablation_report", "ablation_report_version"],
                 name="render_ablation_report",
             ),
         ]
