@@ -25,6 +25,9 @@ def test_two_gloo_workers_train_in_lockstep_and_rank0_writes_one_checkpoint(tmp_
         t_max=2,
         lr=2e-4,
         threads="auto",
+        # the per-step warm-up and the clipping run on every rank alike (the weights must agree)
+        warmup_epochs=1,
+        clip_grad_norm=1.0,
         distributed={"nproc_per_node": 2, "timeout_s": 120},
     )
     ckpt = fit(

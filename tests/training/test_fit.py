@@ -127,8 +127,10 @@ def test_seeded_runs_give_identical_histories(tiny_model, caches, tmp_path) -> N
 def test_resume_after_a_kill_continues_from_that_epoch(
     tiny_model, caches, tmp_path, monkeypatch, caplog
 ) -> None:
-    reference = run(caches, make_config(tmp_path / "ref"))
-    config = make_config(tmp_path / "killed")
+    # A warm-up of 1.5 epochs: the kill falls inside it, so the schedule's step count must resume.
+    stable = {"warmup_epochs": 1.5, "clip_grad_norm": 1.0}
+    reference = run(caches, make_config(tmp_path / "ref", **stable))
+    config = make_config(tmp_path / "killed", **stable)
 
     count_epochs(monkeypatch, kill_at=2)
     with pytest.raises(Killed):
