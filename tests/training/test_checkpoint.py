@@ -168,3 +168,20 @@ def test_weights_that_do_not_fit_are_summarised_in_one_line(trained) -> None:
         "retrain aspp_crossscan_vit (kedro run --pipelines training --namespaces "
         "aspp_crossscan_vit --params training.force=true)"
     )
+
+
+@pytest.mark.parametrize("variant", ["aspp_vit", "aspp_crossscan_vit"])
+def test_checkpoints_saved_before_the_stability_options_still_load(variant: str) -> None:
+    # Trained before vit_init / head_norm / zero_init_head existed: no head LayerNorm in the
+    # weights, and no such keys in the options. They rebuild the model they were trained as.
+    legacy = {"vit_init": "torch", "head_norm": False, "zero_init_head": False}
+    torch.manual_seed(0)
+    model = create_model(variant, **SMALL, **legacy).eval()
+    ckpt = checkpoint_of(variant, model)
+    for key in legacy:
+        ckpt["model_options"].pop(key)
+    loaded = model_from_checkpoint(ckpt, source="old.pt")
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in loaded.global_pool.modules())
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

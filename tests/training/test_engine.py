@@ -104,3 +104,12 @@ def test_the_schedule_is_stepped_after_every_optimizer_step(caches) -> None:
         model, nn.CrossEntropyLoss(), loader, optimizer, device=CPU, scheduler=scheduler
     )
     assert stats["lrs"] == pytest.approx([1e-3, 1e-3 / 2, 1e-3 / 3, 1e-3 / 4])
+
+
+def test_the_largest_gradient_norm_ignores_overflowed_steps() -> None:
+    from facescan.training.engine import _finite_max
+
+    current = torch.tensor(2.0)
+    assert _finite_max(current, torch.tensor(float("inf"))) == 2.0  # an fp16 overflow step
+    assert _finite_max(current, torch.tensor(float("nan"))) == 2.0
+    assert _finite_max(current, torch.tensor(3.0)) == 3.0

@@ -94,7 +94,8 @@ def test_fit_learns_and_returns_the_checkpoint_contract(tiny_model, caches, tmp_
     assert (ckpt["input_size"], ckpt["cache_size"], ckpt["seed"]) == (INPUT, 40, 0)
     history = ckpt["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert all(set(h) == set(HISTORY_COLUMNS) for h in history)
+    # grad_norm_max is recorded only when training.clip_grad_norm is set
+    assert all(set(h) == set(HISTORY_COLUMNS) - {"grad_norm_max"} for h in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert ckpt["best_val_acc"] >= 0.75  # chance is 0.5 on the balanced val set
     assert history[ckpt["best_epoch"] - 1]["val_acc"] == ckpt["best_val_acc"]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from facescan.training.schedule import cosine_with_warmup, warmup_steps
+from facescan.training.schedule import cosine_with_warmup, seek, warmup_steps
 
 
 def _lrs(steps: int, **kwargs) -> list[float]:
@@ -67,3 +67,20 @@ def test_steps_per_epoch_must_be_positive() -> None:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     with pytest.raises(ValueError, match="steps_per_epoch must be >= 1"):
         cosine_with_warmup(optimizer, lr=1e-3, t_max=1, eta_min=0, steps_per_epoch=0)
+
+
+def test_seek_puts_a_resumed_schedule_on_its_epoch_whatever_the_steps_per_epoch() -> None:
+    # Saved after 2 epochs of 4 steps; resumed where an epoch has 5 steps (another GPU count).
+    kwargs = {"lr": 1e-3, "t_max": 10, "eta_min": 0.0, "warmup_epochs": 1.0}
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    scheduler = cosine_with_warmup(optimizer, steps_per_epoch=5, **kwargs)
+    seek(scheduler, 2 * 5)  # the first step of epoch 3 (0-based epoch 2)
+    cosine_epoch2 = 1e-3 * (1 + math.cos(math.pi * 2 / 10)) / 2
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cosine_epoch2)
+    assert scheduler.get_last_lr() == pytest.approx([cosine_epoch2])
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cosine_epoch2)  # same epoch
+    seek(scheduler, 2)  # inside the warm-up: 3 of its 5 steps
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 3 / 5)

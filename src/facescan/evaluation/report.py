@@ -310,7 +310,8 @@ def render_report(
     parts.append(
         "<p>ACC and LOSS (mean cross-entropy) as in the report's Table 1, then ROC AUC, average "
         "precision, equal error rate, accuracy on real and on fake images, 95% paired bootstrap "
-        "intervals, McNemar's exact p-value against the baseline, parameters, forward GFLOPs per "
+        "intervals, the p-value of the test against the baseline (McNemar's exact test with one "
+        "seed; see below with several), parameters, forward GFLOPs per "
         "image, measured inference throughput, training time and best epoch.</p>"
     )
     if seeds_method:

@@ -383,7 +383,8 @@ class SeedsComparison:
         low: lower bound of its interval.
         high: upper bound.
         p_value: two-sided bootstrap p-value of "no difference" (the share of resampled differences
-            on the other side of 0, doubled; never below ``1 / (n_resamples + 1)``).
+            on the other side of 0, doubled, with the usual +1 correction: never below
+            ``2 / (n_resamples + 1)``).
     """
 
     difference: float
@@ -445,7 +446,8 @@ def mcnemar_pooled(labels: Any, pred_a: Sequence[Any], pred_b: Sequence[Any]) ->
     Run ``i`` of ``pred_a`` is paired with run ``i`` of ``pred_b`` (the same training seed); the
     discordant images of every pair are summed and tested as one McNemar test. It treats the trained
     models as fixed, so it says whether *these* runs differ on these images, not whether another
-    seed would: the seed-aware test is :func:`seeds_bootstrap_difference`. With one run each it is
+    seed would, and it counts the same test image once per seed as if independent, so its p-value
+    is optimistic: the seed-aware test is :func:`seeds_bootstrap_difference`. With one run each it is
     :func:`mcnemar_exact`.
 
     Raises:

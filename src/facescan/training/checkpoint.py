@@ -57,7 +57,12 @@ HISTORY_COLUMNS = (
     "lr",
     "seconds",
     "images_per_s",
+    "grad_norm_max",
 )
+
+#: Options added after checkpoints existed, with the value that rebuilds those older checkpoints'
+#: models (their defaults today differ: docs/model.md, "Training the transformer variants").
+LEGACY_OPTIONS = {"vit_init": "torch", "head_norm": False, "zero_init_head": False}
 
 _REQUIRED = ("variant", "model_options", "state_dict")
 
@@ -209,7 +214,8 @@ def model_from_checkpoint(
             f"and run with --namespaces {variant}, and to score with {expected_variant}, train it "
             f"(kedro run --pipelines training --namespaces {expected_variant})"
         )
-    options = dict(ckpt["model_options"])
+    # A checkpoint saved before an option existed was built without it: rebuild it that way.
+    options = {**LEGACY_OPTIONS, **dict(ckpt["model_options"])}
     # The trained weights replace any initialisation: do not read an ImageNet file that may not
     # exist on this machine.
     if options.get("pretrained") is not None:

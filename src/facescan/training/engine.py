@@ -63,6 +63,12 @@ def _to_device(
     return images, targets.to(device, non_blocking=non_blocking)
 
 
+def _finite_max(current: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """The larger of the two, ignoring a non-finite ``norm`` (on the device: no sync)."""
+    norm = norm.detach().float()
+    return torch.where(torch.isfinite(norm), torch.maximum(current, norm), current)
+
+
 def _all_reduce(values: torch.Tensor) -> torch.Tensor:
     if _distributed():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
@@ -150,14 +156,14 @@ def train_one_epoch(
             if clip_grad_norm:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                grad_norm_max = torch.maximum(grad_norm_max, norm.detach().float())
+                grad_norm_max = _finite_max(grad_norm_max, norm)  # fp16 overflow steps: inf
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
             if clip_grad_norm:
                 norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                grad_norm_max = torch.maximum(grad_norm_max, norm.detach().float())
+                grad_norm_max = _finite_max(grad_norm_max, norm)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()

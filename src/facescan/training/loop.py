@@ -1,8 +1,9 @@
 """The training loop one worker (rank) runs: the report's recipe, resume, early stopping, logs.
 
-Recipe (conf/base/parameters_training.yml): cross-entropy with optional class weights, AdamW,
-CosineAnnealingLR stepped once per epoch, early stopping on validation accuracy, and the best
-epoch kept by validation accuracy (ties: lower validation loss).
+Recipe (conf/base/parameters_training.yml): cross-entropy with optional class weights, AdamW
+(the ViTs optionally at their own rate), the report's per-epoch cosine with an optional per-step
+linear warm-up (:mod:`facescan.training.schedule`), optional gradient clipping, early stopping on
+validation accuracy, and the best epoch kept by validation accuracy (ties: lower validation loss).
 
 Reproducibility: the model is initialised from ``seed``; every epoch then re-seeds torch, NumPy,
 ``random``, the shuffling sampler and the loader's generator from ``(seed, epoch, rank)``. An
@@ -50,7 +51,7 @@ from facescan.training.distributed import (
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
 from facescan.training.fit import RunSpec, check_batch_split
 from facescan.training.run_files import RunFiles
-from facescan.training.schedule import cosine_with_warmup
+from facescan.training.schedule import cosine_with_warmup, seek
 
 __all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
 
@@ -247,6 +248,8 @@ class _Trainer:
         sampler, train_loader, val_loader = self._loaders()
         parts = self._build(state, steps_per_epoch=len(train_loader))
         progress = _Progress.from_state(state) if state is not None else _Progress()
+        if state is not None:  # the schedule at the first step of the epoch to run
+            seek(parts.scheduler, len(progress.history) * len(train_loader))
         start_epoch = len(progress.history) + 1
         if env.primary:
             self._log_start(parts, state is not None, start_epoch)

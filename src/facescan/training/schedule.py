@@ -15,7 +15,7 @@ import math
 
 import torch
 
-__all__ = ["cosine_with_warmup", "warmup_steps"]
+__all__ = ["cosine_with_warmup", "seek", "warmup_steps"]
 
 
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
@@ -59,3 +59,20 @@ def cosine_with_warmup(
         return ramp * cosine / lr
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seek(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Put ``scheduler`` (and its optimizer's rates) at optimizer step ``step``.
+
+    On resume the saved step count is not enough when the number of steps per epoch changed (the
+    same run resumed on another number of GPUs: ``DistributedSampler`` pads each rank's share, so
+    the count per epoch can differ by one); seeking to ``(start_epoch - 1) * steps_per_epoch``
+    keeps the cosine on its epoch and the warm-up on its fraction of an epoch.
+    """
+    scheduler.last_epoch = step
+    rates = [
+        base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, lr in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = rates  # what get_last_lr() reports
