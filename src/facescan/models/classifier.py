@@ -21,18 +21,19 @@ def init_vit_weights(module: nn.Module, std: float = 0.02) -> None:
     """timm's ViT initialisation (``init_weights_vit_timm``), for PyTorch's attention layout.
 
     Every ``nn.Linear`` (MLP, attention output) and ``nn.MultiheadAttention``'s packed q/k/v
-    projection get ``trunc_normal_(std=std)`` with torch's default cut-offs at +-2 (absolute, as timm:
-    in effect a normal of ``std``) and zero biases; LayerNorms start at weight 1, bias 0. The
-    patch-embedding convolution keeps PyTorch's default, as in timm.
+    projection get a normal of ``std`` truncated at +-2 std (JAX/Flax's ``truncated_normal``
+    convention; the resulting std is 0.88 ``std``; timm's ``trunc_normal_(std=.02)`` cuts at +-2
+    absolute, which leaves it untruncated: see docs/model.md) and zero biases; LayerNorms start at
+    weight 1, bias 0. The patch-embedding convolution keeps PyTorch's default, as in timm.
     """
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.MultiheadAttention):
             if m.in_proj_weight is not None:
-                nn.init.trunc_normal_(m.in_proj_weight, std=std)
+                nn.init.trunc_normal_(m.in_proj_weight, std=std, a=-2 * std, b=2 * std)
             if m.in_proj_bias is not None:
                 nn.init.zeros_(m.in_proj_bias)
         elif isinstance(m, nn.LayerNorm):

@@ -67,7 +67,7 @@ OPTION_HELP: Mapping[str, str] = MappingProxyType(
         "num_classes": "outputs (2: real 0 / fake 1)",
         "zero_init_residual": "each bottleneck's last BN starts at 0, so every residual block "
         "starts as the identity (torchvision's zero_init_residual; Goyal et al. 2017)",
-        "vit_init": "transformer initialisation: timm (ViT/DeiT/timm: truncated normal std 0.02 "
+        "vit_init": "transformer initialisation: timm (ViT/DeiT/timm: normal std 0.02 truncated at 2 std "
         "for every linear map and the attention projections, zero biases, LayerNorm 1/0) or "
         "torch (PyTorch's layer defaults, as the authors' code)",
         "head_norm": "LayerNorm on the pooled features before the classifier when the tail is a "
