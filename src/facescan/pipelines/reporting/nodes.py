@@ -119,8 +119,9 @@ SEEDS_METHOD = (
     "(a two-level percentile bootstrap, paired over images between variants) and always contain "
     "the mean; the test against the baseline (`test` = bootstrap, `p_value`) is the same "
     "bootstrap's two-sided p-value of the accuracy difference, Holm-adjusted across variants in "
-    "`p_value_holm`. `mcnemar_p` pools the discordant images of the runs with the same seed and "
-    "treats the trained models as fixed. With 2-3 seeds the seed part of an interval is an "
+    "`p_value_holm`. `mcnemar_p` pools the discordant images of the runs with the same seed, "
+    "treats the trained models as fixed and counts each image once per seed: it is optimistic. "
+    "With 2-3 seeds the seed part of an interval is an "
     "underestimate: read the per-run rows."
 )
 
