@@ -124,3 +124,23 @@ def test_warmup_and_clipping_are_validated() -> None:
         TrainConfig.from_params({"warmup_epochs": -1})
     with pytest.raises(ValueError, match=r"training\.warmup_epochs: 5\.0 is longer than"):
         TrainConfig.from_params({"warmup_epochs": 5, "max_epochs": 4})
+
+
+def test_options_that_cannot_change_a_variant_do_not_retrain_it() -> None:
+    from facescan.models import resolve_options
+    from facescan.training import run_fingerprint
+
+    def fingerprint(variant: str, training: dict | None = None, **options) -> str:
+        config = TrainConfig.from_params(training or {}, check_machine=False)
+        return run_fingerprint(resolve_options(variant, **options), config, 0, 48, "data")
+
+    # ViT options and the ViT rate mean nothing to a CNN-only variant...
+    assert fingerprint("resnet50") == fingerprint("resnet50", vit_init="torch", vit_dim=64)
+    assert fingerprint("resnet50") == fingerprint("resnet50", {"transformer_lr_scale": 0.5})
+    assert fingerprint("vit_aspp") == fingerprint("vit_aspp", head_norm=False)  # mid ViT: no head
+    # ...and everything to a variant that has the part.
+    assert fingerprint("aspp_vit") != fingerprint("aspp_vit", vit_init="torch")
+    assert fingerprint("aspp_vit") != fingerprint("aspp_vit", head_norm=False)
+    assert fingerprint("aspp_vit") != fingerprint("aspp_vit", {"transformer_lr_scale": 0.5})
+    assert fingerprint("resnet50") != fingerprint("resnet50", {"warmup_epochs": 1})
+    assert fingerprint("resnet50") != fingerprint("resnet50", zero_init_head=False)

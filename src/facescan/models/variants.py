@@ -152,6 +152,47 @@ def resolve_options(
     return _validate(options, _describe(name_or_options))
 
 
+#: Options that cannot change a model built without the part they configure.
+_PART_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "vit": (
+            "vit_dim",
+            "vit_depth",
+            "vit_heads",
+            "vit_mlp_ratio",
+            "vit_dropout",
+            "vit_attention_dropout",
+            "mid_patch_size",
+            "tail_patch_size",
+            "vit_init",
+            "head_norm",
+        ),
+        "aspp": ("aspp_rates", "aspp_channels"),
+        "dilated": ("dilation_rates",),
+    }
+)
+
+
+def effective_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolved options with those that cannot change this variant's model set to None.
+
+    E.g. ``vit_init`` or ``vit_dim`` for a variant without a ViT, ``head_norm`` without a tail
+    ViT, ``aspp_rates`` without ASPP. What decides whether a run must be retrained (the training
+    fingerprint) uses this, so changing a ViT option does not retrain the CNN-only variants.
+    """
+    out = dict(options)
+    for part, keys in _PART_OPTIONS.items():
+        if not out.get(part):
+            out.update(dict.fromkeys(keys))
+    if out.get("vit") == "mid":
+        out.update(tail_patch_size=None, head_norm=None)
+    elif out.get("vit") == "tail":
+        out["mid_patch_size"] = None
+    if not out.get("se") and not out.get("cross_scan"):
+        out["se_reduction"] = None
+    return out
+
+
 def _describe(name_or_options: str | Mapping[str, Any]) -> str:
     return f"variant {name_or_options!r}" if isinstance(name_or_options, str) else "model options"
 

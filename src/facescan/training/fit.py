@@ -89,12 +89,19 @@ def run_fingerprint(
 
     Paths, worker and thread counts, ``compile`` and the checkpoint interval are left out (they
     change speed, not results), and so is the number of DDP workers, so a run may resume on
-    another number of GPUs (the global batch is the same).
+    another number of GPUs (the global batch is the same). Options that cannot change this
+    variant (a ViT option without a ViT, ``transformer_lr_scale`` without one) are left out too.
     """
+    from facescan.models.variants import effective_options
+
+    model = effective_options(model_options)
+    training = {**config.result_affecting(), "seed": seed}
+    if model.get("vit") is None:
+        training["transformer_lr_scale"] = None
     payload = {
         "engine": _ENGINE_VERSION,
-        "model": dict(model_options),
-        "training": {**config.result_affecting(), "seed": seed},
+        "model": model,
+        "training": training,
         "input_size": input_size,
         "data": data_hash,
     }
