@@ -63,8 +63,8 @@ def run_variant(
     """Train ``variant`` for ``args.steps`` steps and record its dynamics."""
     from facescan.data.loader import build_loader
     from facescan.models import create_model
-    from facescan.training import runtime
-    from facescan.training.schedule import cosine_with_warmup
+    from facescan.training import TrainConfig, runtime
+    from facescan.training.schedule import optimizer_and_schedule
 
     torch.manual_seed(args.seed)
     model_params = {k: v for k, v in (params.get("model") or {}).items() if k != "pretrained"}
@@ -80,19 +80,18 @@ def run_variant(
         num_workers=0,
         seed=args.seed,
     )
-    optimizer = runtime.make_optimizer(
-        runtime.parameter_groups(net, args.lr, args.transformer_lr_scale),
-        args.lr,
-        args.weight_decay,
+    recipe = TrainConfig.from_params(
+        {
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "t_max": args.t_max,
+            "eta_min": min(1e-6, args.lr),
+            "warmup_epochs": args.warmup_epochs,
+            "transformer_lr_scale": args.transformer_lr_scale,
+        },
+        check_machine=False,
     )
-    scheduler = cosine_with_warmup(
-        optimizer,
-        lr=args.lr,
-        t_max=args.t_max,
-        eta_min=min(1e-6, args.lr),
-        steps_per_epoch=len(loader),
-        warmup_epochs=args.warmup_epochs,
-    )
+    optimizer, scheduler = optimizer_and_schedule(net, recipe, len(loader))
     rms: dict[str, float] = {}
     diversity: list[float] = []
 

@@ -100,7 +100,7 @@ def test_every_plot_is_a_figure(runs) -> None:
     table, _ = ablation_table(runs, baseline="resnet50", n_resamples=50)
     figures = [
         plot_roc_curves(
-            {r.variant: (r.predictions["label"], r.predictions["p_fake"]) for r in runs}
+            {r.variant: [(r.predictions["label"], r.predictions["p_fake"])] for r in runs}
         ),
         plot_training_curves({r.variant: r.history for r in runs}),
         plot_accuracy_ci(table),
@@ -132,7 +132,7 @@ def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -
     html = render_report(
         table=table,
         remarks=remarks,
-        figures={"roc_curves": plot_roc_curves({"vit": (LABELS, runs[1].predictions["p_fake"])})},
+        figures={"roc_curves": plot_roc_curves({"vit": [(LABELS, runs[1].predictions["p_fake"])]})},
         settings={"training": {"max_epochs": 2}},
         counts=dataset_counts(split),
         rejected=rejected,

@@ -19,8 +19,7 @@ from torch import nn
 
 from facescan.models import create_model
 from facescan.training import TrainConfig, train_one_epoch
-from facescan.training.runtime import make_optimizer
-from facescan.training.schedule import cosine_with_warmup
+from facescan.training.schedule import optimizer_and_schedule
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 4
@@ -44,15 +43,7 @@ def _easy_batches(n_batches: int, batch: int = 16, size: int = 32) -> list[tuple
 def _train(variant: str, options: dict, recipe: TrainConfig, epochs: int = 3) -> list[float]:
     torch.manual_seed(0)
     model = create_model(variant, **options)
-    optimizer = make_optimizer(model.parameters(), recipe.lr, recipe.weight_decay)
-    scheduler = cosine_with_warmup(
-        optimizer,
-        lr=recipe.lr,
-        t_max=recipe.t_max,
-        eta_min=recipe.eta_min,
-        steps_per_epoch=STEPS_PER_EPOCH,
-        warmup_epochs=recipe.warmup_epochs,
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, recipe, STEPS_PER_EPOCH)
     batches = _easy_batches(STEPS_PER_EPOCH)
     losses = []
     for _ in range(epochs):

@@ -33,22 +33,19 @@ def _no_data(fig: Figure, ax: Any, message: str) -> Figure:
     return fig
 
 
-def plot_roc_curves(
-    scores: Mapping[str, tuple[Sequence[int], Sequence[float]] | Sequence[tuple[Any, Any]]],
-) -> Figure:
+def plot_roc_curves(scores: Mapping[str, Sequence[tuple[Any, Any]]]) -> Figure:
     """ROC curves of all variants on one axis, AUC in the legend.
 
     Args:
-        scores: variant -> (labels, p_fake) on the test set, or variant -> a list of such pairs,
-            one per seed: each seed's curve is drawn in the variant's colour and the legend gives
-            the mean AUC ± std over seeds.
+        scores: variant -> one ``(labels, p_fake)`` pair per seed on the test set; each seed's
+            curve is drawn in the variant's colour and, with several seeds, the legend gives the
+            mean AUC ± std over them.
     """
     fig = Figure(figsize=(6.0, 5.5), layout="constrained")
     ax = fig.subplots()
     drawn = 0
     for colour, (name, value) in zip(_colours(len(scores)), scores.items(), strict=True):
-        runs = [value] if _is_pair(value) else list(value)
-        runs = [(np.asarray(y), np.asarray(p)) for y, p in runs if len(np.unique(y)) == 2]
+        runs = [(np.asarray(y), np.asarray(p)) for y, p in value if len(np.unique(y)) == 2]
         if not runs:
             continue  # no ROC curve with one class
         aucs = [roc_auc_score(y, p) for y, p in runs]
@@ -76,16 +73,6 @@ def plot_roc_curves(
     ax.set_title("ROC on the test set")
     ax.legend(loc="lower right", fontsize="small")
     return fig
-
-
-def _is_pair(value: Any) -> bool:
-    """(labels, p_fake) rather than a list of such pairs."""
-    return (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and np.ndim(value[0]) == 1
-        and np.ndim(value[1]) == 1
-    )
 
 
 def plot_training_curves(

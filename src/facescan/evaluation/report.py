@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from facescan.evaluation.tables import TABLE_COLUMNS, to_markdown
+from facescan.evaluation.tables import markdown_columns, to_markdown
 
 __all__ = [
     "REPORT_META",
@@ -323,7 +323,7 @@ def render_report(
         )
     parts.append(
         "<details><summary>Markdown</summary><pre>"
-        + e(to_markdown(table, columns=[c for c in TABLE_COLUMNS if c in table]))
+        + e(to_markdown(table, columns=markdown_columns(table)))
         + "</pre></details>"
     )
     if runs is not None and len(runs):

@@ -39,6 +39,7 @@ __all__ = [
     "ablation_table",
     "collapse_warning",
     "first_epoch_loss",
+    "markdown_columns",
     "robustness_table",
     "run_warnings",
     "runs_table",
@@ -114,10 +115,27 @@ def _aligned(base: pd.DataFrame, other: pd.DataFrame, names: tuple[str, str]) ->
     return other
 
 
-def _reference(groups: dict[str, list[RunResult]], baseline: str | None) -> pd.DataFrame:
-    """The predictions every run is aligned to (by path): the baseline's first run, else the first."""
-    runs = groups[baseline] if baseline else next(iter(groups.values()))
-    return runs[0].predictions.reset_index(drop=True)
+def _align_all(
+    groups: dict[str, list[RunResult]], baseline: str | None
+) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
+    """The test labels, and every run's predictions (by namespace) in one image order.
+
+    The order is that of the baseline's first run (else the first run's); pairing needs the same
+    images, so a run scored on other images raises (:func:`_aligned`).
+    """
+    first = (groups[baseline] if baseline else next(iter(groups.values())))[0]
+    reference = first.predictions.reset_index(drop=True)
+    aligned = {
+        r.namespace: _aligned(reference, r.predictions, (first.namespace, r.namespace))
+        for runs in groups.values()
+        for r in runs
+    }
+    return reference["label"], aligned
+
+
+def _by_seed(runs: Sequence[RunResult], aligned: dict[str, pd.DataFrame]) -> dict[Any, pd.Series]:
+    """Hard predictions of ``runs`` by training seed (seed-paired comparisons)."""
+    return {r.seed: aligned[r.namespace]["pred"] for r in runs}
 
 
 def ablation_table(
@@ -168,14 +186,8 @@ def ablation_table(
             list(groups),
         )
         baseline = None
-    reference = _reference(groups, baseline)
-    labels = reference["label"]
-    # Every run's predictions in the reference's image order (pairing needs the same images).
-    ref_name = _reference_name(groups, baseline)
-    aligned = {
-        v: [_aligned(reference, r.predictions, (ref_name, r.namespace)) for r in runs]
-        for v, runs in groups.items()
-    }
+    labels, by_namespace = _align_all(groups, baseline)
+    aligned = {v: [by_namespace[r.namespace] for r in runs] for v, runs in groups.items()}
     several_seeds = any(len(runs) > 1 for runs in groups.values())
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
 
@@ -210,7 +222,7 @@ def ablation_table(
             [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs]
         )[0]
         row["val_threshold"] = first.metrics.get("val_threshold", math.nan)
-        row["n_test"] = len(reference)
+        row["n_test"] = len(labels)
         row["n_seeds"] = len(runs)
         row["is_baseline"] = variant == baseline
         row.update(
@@ -242,7 +254,12 @@ def ablation_table(
                 comp = seeds_bootstrap_difference(
                     labels, [p["pred"] for p in preds], [p["pred"] for p in base], **boot
                 )
-                pairs = _seed_pairs(runs, preds, groups[baseline], base)
+                base_by_seed = _by_seed(groups[baseline], by_namespace)
+                pairs = [
+                    (by_namespace[r.namespace]["pred"], base_by_seed[r.seed])
+                    for r in runs
+                    if r.seed in base_by_seed
+                ]
                 pooled = (
                     mcnemar_pooled(labels, [a for a, _ in pairs], [b for _, b in pairs]).p_value
                     if pairs
@@ -264,7 +281,7 @@ def ablation_table(
                     row["delta_acc"],
                     (row["delta_acc_ci_low"], row["delta_acc_ci_high"]),
                     row["p_value"],
-                    len(reference),
+                    len(labels),
                     alpha=alpha,
                     test=name,
                     n_seeds=n_seeds,
@@ -291,19 +308,6 @@ def ablation_table(
     ]
     stds = [f"{k}_std" for k in SEED_METRICS] if several_seeds else []
     return table[list(TABLE_COLUMNS) + extra + stds], remarks
-
-
-def _seed_pairs(
-    runs: Sequence[RunResult],
-    preds: Sequence[pd.DataFrame],
-    base_runs: Sequence[RunResult],
-    base_preds: Sequence[pd.DataFrame],
-) -> list[tuple[Any, Any]]:
-    """The variant's and the baseline's predictions of runs with the same training seed."""
-    by_seed = {r.seed: p["pred"] for r, p in zip(base_runs, base_preds, strict=True)}
-    return [
-        (p["pred"], by_seed[r.seed]) for r, p in zip(runs, preds, strict=True) if r.seed in by_seed
-    ]
 
 
 #: The per-run table's columns (one row per variant and seed): nothing the means hide.
@@ -351,26 +355,19 @@ def runs_table(
     groups = _by_variant(results)
     if baseline is not None and baseline not in groups:
         baseline = None
-    reference = _reference(groups, baseline)
-    labels = reference["label"]
+    labels, aligned = _align_all(groups, baseline)
     boot = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
-    ref_name = _reference_name(groups, baseline)
-    base_by_seed = {
-        r.seed: _aligned(reference, r.predictions, (ref_name, r.namespace))
-        for r in (groups[baseline] if baseline else [])
-    }
+    base_by_seed = _by_seed(groups[baseline], aligned) if baseline else {}
     rows = []
     for r in results:
-        preds = _aligned(reference, r.predictions, (ref_name, r.namespace))
+        preds = aligned[r.namespace]
         row: dict[str, Any] = {"namespace": r.namespace, "variant": r.variant, "seed": r.seed}
         for key in SEED_METRICS:
             row[key] = r.metrics.get(key, math.nan)
         row.update(bootstrap_ci(labels, preds["p_fake"], preds["pred"], **boot))
         row["mcnemar_p"] = math.nan
         if r.variant != baseline and r.seed in base_by_seed:
-            row["mcnemar_p"] = mcnemar_exact(
-                labels, preds["pred"], base_by_seed[r.seed]["pred"]
-            ).p_value
+            row["mcnemar_p"] = mcnemar_exact(labels, preds["pred"], base_by_seed[r.seed]).p_value
         row["first_epoch_train_loss"] = first_epoch_loss(r.history)
         for key in ("best_epoch", "best_val_acc", "train_seconds"):
             row[key] = r.metrics.get(key, math.nan)
@@ -411,12 +408,6 @@ def run_warnings(runs: pd.DataFrame) -> list[str]:
             "its row."
         )
     return out
-
-
-def _reference_name(groups: dict[str, list[RunResult]], baseline: str | None) -> str:
-    """The namespace whose test images order every comparison (see :func:`_reference`)."""
-    runs = groups[baseline] if baseline else next(iter(groups.values()))
-    return runs[0].namespace
 
 
 def first_epoch_loss(history: pd.DataFrame | None) -> float:
@@ -486,6 +477,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
             return f"{int(value):,}"
         return f"{value:.{digits}g}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
     return str(value)
+
+
+def markdown_columns(table: pd.DataFrame) -> list[str]:
+    """The Markdown table's columns: :data:`TABLE_COLUMNS`, and the seed-aware test with seeds."""
+    columns = [c for c in TABLE_COLUMNS if c in table]
+    if "n_seeds" in table and (table["n_seeds"] > 1).any():
+        at = columns.index("mcnemar_p") + 1 if "mcnemar_p" in columns else len(columns)
+        columns[at:at] = ["p_value", "p_value_holm", "n_seeds"]
+    return columns
 
 
 def to_markdown(table: pd.DataFrame, *, columns: Sequence[str] | None = None) -> str:

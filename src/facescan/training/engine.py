@@ -151,19 +151,16 @@ def train_one_epoch(
             raise NonFiniteLossError(step, float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         lrs.append(optimizer.param_groups[0]["lr"])
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_grad_norm:
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if clip_grad_norm:
+            if scaler is not None:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                grad_norm_max = _finite_max(grad_norm_max, norm)  # fp16 overflow steps: inf
+            norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            grad_norm_max = _finite_max(grad_norm_max, norm)  # fp16 overflow steps give inf
+        if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
-            if clip_grad_norm:
-                norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
-                grad_norm_max = _finite_max(grad_norm_max, norm)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -51,7 +51,7 @@ from facescan.training.distributed import (
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
 from facescan.training.fit import RunSpec, check_batch_split
 from facescan.training.run_files import RunFiles
-from facescan.training.schedule import cosine_with_warmup, seek
+from facescan.training.schedule import optimizer_and_schedule, seek
 
 __all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
 
@@ -260,7 +260,9 @@ class _Trainer:
         writer = self._tensorboard(start_epoch) if env.primary else None
         try:
             for epoch in range(start_epoch, last_epoch + 1):
-                record = self._epoch(parts, progress, sampler, train_loader, val_loader, epoch)
+                record, step_lrs = self._epoch(
+                    parts, progress, sampler, train_loader, val_loader, epoch
+                )
                 if progress.update(record) and env.primary:
                     self.files.save_best(self._checkpoint(parts.net, progress))
                 stopped_early = broadcast_flag(
@@ -268,7 +270,7 @@ class _Trainer:
                     self.device,
                 )
                 if env.primary:
-                    self._log_epoch(writer, record, progress)
+                    self._log_epoch(writer, record, progress, step_lrs)
                     if epoch % cfg.checkpoint_every == 0 or stopped_early or epoch == last_epoch:
                         self._save_resume(parts, progress, epoch)
                 if stopped_early:
@@ -331,19 +333,7 @@ class _Trainer:
         num_classes = int(spec.model_options.get("num_classes", 2))
         weight = class_weight_tensor(cfg.class_weights, spec.train_cache.labels, num_classes)
         criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
-        optimizer = runtime.make_optimizer(
-            runtime.parameter_groups(net, cfg.lr, cfg.transformer_lr_scale),
-            cfg.lr,
-            cfg.weight_decay,
-        )
-        scheduler = cosine_with_warmup(
-            optimizer,
-            lr=cfg.lr,
-            t_max=cfg.t_max,
-            eta_min=cfg.eta_min,
-            steps_per_epoch=steps_per_epoch,
-            warmup_epochs=cfg.warmup_epochs,
-        )
+        optimizer, scheduler = optimizer_and_schedule(net, cfg, steps_per_epoch)
         scaler = torch.amp.GradScaler(device.type) if precision.use_scaler else None
         if state is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -406,8 +396,12 @@ class _Trainer:
         train_loader: Any,
         val_loader: Any,
         epoch: int,
-    ) -> dict[str, float]:
-        """Train and validate one epoch; step the schedule; return the history record."""
+    ) -> tuple[dict[str, float], list[float]]:
+        """Train and validate one epoch (the schedule steps with every optimizer step).
+
+        Returns:
+            The history record, and the learning rate of every step (TensorBoard's ``lr/step``).
+        """
         spec, env = self.spec, self.env
         start = time.perf_counter()
         seed = _epoch_seed(spec.seed, epoch, env.rank)
@@ -456,7 +450,6 @@ class _Trainer:
             amp_dtype=parts.precision.dtype,
             channels_last=parts.channels_last,
         )
-        self._step_lrs = train["lrs"]  # TensorBoard's per-step lr curve (warm-up included)
         record = {
             "epoch": epoch,
             "train_loss": train["loss"],
@@ -469,7 +462,7 @@ class _Trainer:
         }
         if self.cfg.clip_grad_norm:
             record["grad_norm_max"] = train["grad_norm_max"]
-        return record
+        return record, train["lrs"]
 
     def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
         self.files.save_resume(
@@ -614,7 +607,13 @@ class _Trainer:
         # On resume, purge_step drops what the killed run logged after its last checkpoint.
         return SummaryWriter(str(folder), purge_step=start_epoch if start_epoch > 1 else None)
 
-    def _log_epoch(self, writer: Any, record: dict[str, float], progress: _Progress) -> None:
+    def _log_epoch(
+        self,
+        writer: Any,
+        record: dict[str, float],
+        progress: _Progress,
+        step_lrs: Sequence[float] = (),
+    ) -> None:
         epoch = int(record["epoch"])
         logger.info(
             "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
@@ -646,7 +645,6 @@ class _Trainer:
             writer.add_scalar(tag, record[key], epoch)
         if math.isfinite(record.get("grad_norm_max", math.nan)):
             writer.add_scalar("grad_norm/max_before_clip", record["grad_norm_max"], epoch)
-        lrs = getattr(self, "_step_lrs", [])
-        for i, lr in enumerate(lrs):  # x axis: optimizer steps since the start of training
-            writer.add_scalar("lr/step", lr, (epoch - 1) * len(lrs) + i)
+        for i, lr in enumerate(step_lrs):  # x axis: optimizer steps since the start of training
+            writer.add_scalar("lr/step", lr, (epoch - 1) * len(step_lrs) + i)
         writer.flush()

@@ -12,10 +12,17 @@ warm-up the schedule is the report's. Its state (the step count) is part of the 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-__all__ = ["cosine_with_warmup", "seek", "warmup_steps"]
+from facescan.training import runtime
+
+if TYPE_CHECKING:
+    from facescan.training.config import TrainConfig
+
+__all__ = ["cosine_with_warmup", "optimizer_and_schedule", "seek", "warmup_steps"]
 
 
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
@@ -59,6 +66,31 @@ def cosine_with_warmup(
         return ramp * cosine / lr
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_and_schedule(
+    net: nn.Module, config: TrainConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The recipe's optimizer and schedule for ``net``, from the ``training`` configuration.
+
+    Fused AdamW (:func:`~facescan.training.runtime.make_optimizer`) over the parameter groups of
+    :func:`~facescan.training.runtime.parameter_groups` (the ViTs at ``lr *
+    transformer_lr_scale``), and :func:`cosine_with_warmup` stepped once per optimizer step.
+    """
+    optimizer = runtime.make_optimizer(
+        runtime.parameter_groups(net, config.lr, config.transformer_lr_scale),
+        config.lr,
+        config.weight_decay,
+    )
+    scheduler = cosine_with_warmup(
+        optimizer,
+        lr=config.lr,
+        t_max=config.t_max,
+        eta_min=config.eta_min,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=config.warmup_epochs,
+    )
+    return optimizer, scheduler
 
 
 def seek(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:

@@ -25,9 +25,9 @@ from facescan.evaluation.plots import (
 from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
 from facescan.evaluation.tables import (
     RUN_COLUMNS,
-    TABLE_COLUMNS,
     RunResult,
     ablation_table,
+    markdown_columns,
     robustness_table,
     run_warnings,
     runs_table,
@@ -124,15 +124,6 @@ SEEDS_METHOD = (
     "With 2-3 seeds the seed part of an interval is an "
     "underestimate: read the per-run rows."
 )
-
-
-def markdown_columns(table: pd.DataFrame) -> list[str]:
-    """The Markdown table's columns: :data:`TABLE_COLUMNS`, and the seed-aware test with seeds."""
-    columns = [c for c in TABLE_COLUMNS if c in table]
-    if "n_seeds" in table and (table["n_seeds"] > 1).any():
-        at = columns.index("mcnemar_p") + 1 if "mcnemar_p" in columns else len(columns)
-        columns[at:at] = ["p_value", "p_value_holm", "n_seeds"]
-    return columns
 
 
 def build_robustness_table(results: list[RunResult]) -> pd.DataFrame:
