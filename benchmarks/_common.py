@@ -1,14 +1,19 @@
-"""Shared helpers of benchmarks/train_step.py and benchmarks/inference.py (not a benchmark itself).
+"""Shared helpers of the benchmarks (not a benchmark itself).
 
-Each (variant, size) is measured in a fresh subprocess, so that its peak resident memory is its own,
-and within that process against a reference model, with the timed steps of the two interleaved
-(variant, reference, variant, reference, ...): on a shared machine whose load changes over
-minutes, the ratio of two medians measured side by side stays meaningful when absolute numbers
-do not. The JSON records the load average and the thread count next to the numbers.
+train_step.py and inference.py measure each (variant, size) in a fresh subprocess, so that its peak
+resident memory is its own, and within that process against a reference model, with the timed
+steps of the two interleaved (variant, reference, variant, reference, ...): on a shared machine
+whose load changes over minutes, the ratio of two medians measured side by side stays meaningful
+when absolute numbers do not. The JSON records the load average and the thread count next to the
+numbers. They share their command line (:func:`benchmark_parser`, :func:`settings`), the loop over
+sizes and variants (:func:`measure_each`) and the report's frame (:func:`new_report`,
+:func:`print_report`); every benchmark that runs a child process and reads its JSON
+(data_pipeline.py's stages, train_step.py's DDP workers too) does so through :func:`run_json`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,12 +22,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (64, 128, 224)
+#: (max - min) / median of the timed steps above which a result is measured again / called noisy.
+NOISY_SPREAD = 0.25
 
 
 def cpu_name() -> str:
@@ -46,7 +53,7 @@ def machine() -> dict[str, Any]:
     import torch
 
     from facescan.data.loader import usable_cores
-    from facescan.training.runtime import cpu_supports_bf16
+    from facescan.runtime import cpu_supports_bf16
 
     info: dict[str, Any] = {
         "cpu": cpu_name(),
@@ -63,6 +70,15 @@ def machine() -> dict[str, Any]:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (``ru_maxrss``), MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def gpu_peak(device: Any) -> dict[str, float]:
+    """``{"gpu_peak_mb": ...}`` (``torch.cuda.max_memory_allocated``) on a GPU, ``{}`` elsewhere."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
 
 
 def sync(device: Any) -> None:
@@ -131,15 +147,46 @@ def summary(
     return out
 
 
-def run_child(script: Path, args: Mapping[str, Any]) -> dict[str, Any]:
-    """Run ``script --child '<json args>'`` in a fresh interpreter; its last stdout line is JSON."""
-    cmd = [sys.executable, str(script), "--child", json.dumps(dict(args))]
+def against_reference(
+    out: Mapping[str, Any], seconds: Mapping[str, list[float]], size: int, passes: int, clock: str
+) -> dict[str, Any]:
+    """``reference``, the :func:`summary` of the reference's timed calls (its forward FLOPs x
+    ``passes`` per image: 1 for inference, 3 for training), and ``ratio_to_reference``, the
+    images/s of ``out`` (a child's result so far) over the reference's."""
+    batch = out["batch_size"]
+    ref = summary(seconds, batch, forward_flops(REFERENCE, size) * passes * batch, clock)
+    return {
+        "reference": ref,
+        "ratio_to_reference": round(out["images_per_s"] / ref["images_per_s"], 3),
+    }
+
+
+class ChildFailed(RuntimeError):
+    """A child process exited with an error; the message is the last line of its stderr."""
+
+
+def run_json(cmd: Sequence[str], cwd: Path | str | None = REPO) -> Any:
+    """Run ``cmd`` (Kedro telemetry and tqdm off) and parse the last line of its stdout as JSON.
+
+    Raises:
+        ChildFailed: it exited with an error; the end of its stderr is written to this one's.
+    """
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode:
         sys.stderr.write(proc.stderr[-4000:])
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        lines = proc.stderr.strip().splitlines()
+        raise ChildFailed(lines[-1] if lines else "failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_child(script: Path, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``script --child '<json args>'`` in a fresh interpreter; its last stdout line is JSON,
+    or ``{"error": <its last stderr line>}``."""
+    try:
+        return run_json([sys.executable, str(script), "--child", json.dumps(dict(args))])
+    except ChildFailed as exc:
+        return {"error": str(exc)}
 
 
 def _worst_spread(result: Mapping[str, Any]) -> float:
@@ -147,6 +194,11 @@ def _worst_spread(result: Mapping[str, Any]) -> float:
     spreads = [result.get("spread", 0.0)]
     spreads += [v["spread"] for v in result.values() if isinstance(v, dict) and "spread" in v]
     return max(spreads)
+
+
+def noisy(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``variant@size`` of the results whose timed steps still spread more than NOISY_SPREAD."""
+    return [f"{r['variant']}@{r['size']}" for r in results if _worst_spread(r) > NOISY_SPREAD]
 
 
 def run_measured(
@@ -167,6 +219,104 @@ def run_measured(
         if _worst_spread(best) <= max_spread:
             break
     return best
+
+
+def benchmark_parser(
+    description: str, batch_size: int, warmup: int, unit: str
+) -> argparse.ArgumentParser:
+    """The command line of train_step.py and inference.py, before each adds its own options.
+
+    ``unit`` names what is timed (``steps``, ``calls``); ``--child`` is the hidden option a child
+    process gets its arguments with (:func:`run_child`).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--variants", type=csv_list, default=None, help="default: all")
+    parser.add_argument("--sizes", type=lambda s: csv_list(s, int), default=list(SIZES))
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--repeats", type=int, default=5, help=f"timed {unit} (median)")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed {unit} first")
+    parser.add_argument("--threads", default="auto", help="intra-op threads (auto: the cores)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the reference (torchvision ResNet-50)"
+    )
+    parser.add_argument(
+        "--options",
+        type=json_options,
+        default={},
+        help="model options over each variant's, JSON: '{\"vit_attention_dropout\": 0.1}'",
+    )
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="time the numbers come from; cpu with --threads 1 on a busy machine",
+    )
+    parser.add_argument(
+        "--max-spread",
+        type=float,
+        default=NOISY_SPREAD,
+        help="measure a (variant, size) again when (max - min) / median of its steps is above",
+    )
+    parser.add_argument("--retries", type=int, default=2, help="at most this many re-measurements")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser
+
+
+def settings(ns: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """The settings of :func:`benchmark_parser`'s options (and ``extra``), as the JSON records
+    them and every child gets them."""
+    return {
+        "batch_size": ns.batch_size,
+        "repeats": ns.repeats,
+        "warmup": ns.warmup,
+        "threads": ns.threads if ns.threads == "auto" else int(ns.threads),
+        "device": ns.device,
+        "amp": ns.amp,
+        "channels_last": {"auto": "auto", "true": True, "false": False}[ns.channels_last],
+        **extra,
+        "clock": ns.clock,
+        "options": ns.options,
+    }
+
+
+def new_report(benchmark: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The start of a benchmark's JSON: its name, the machine, the settings, the load average."""
+    return {
+        "benchmark": benchmark,
+        "machine": machine(),
+        "settings": dict(settings),
+        "load_average_start": load_average(),
+    }
+
+
+def print_report(report: dict[str, Any], summary: Callable[[list], Any] | None = None) -> None:
+    """Add the load average at the end (and ``summary`` of the results) and print the JSON."""
+    report["load_average_end"] = load_average()
+    if summary is not None:
+        report["summary"] = summary(report["results"])
+    print(json.dumps(report, indent=2))
+
+
+def measure_each(
+    script: Path,
+    ns: argparse.Namespace,
+    variants: Iterable[str],
+    child_args: Callable[[str, int], Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each of ``--sizes`` x ``variants`` measured by ``script``'s child (:func:`run_measured`,
+    ``--max-spread``, ``--retries``) with ``child_args(variant, size)``; every result also goes
+    to stderr as it comes (progress)."""
+    results = []
+    for size in ns.sizes:
+        for variant in variants:
+            measured = run_measured(script, child_args(variant, size), ns.max_spread, ns.retries)
+            result = {"variant": variant, "size": size, **measured}
+            results.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+    return results
 
 
 def json_options(text: str) -> dict[str, Any]:

@@ -24,27 +24,21 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-FACES_A = REPO.parent / "shared" / "data" / "faces-a"
-LAYERS = (
-    "01_raw",
-    "02_intermediate",
-    "03_primary",
-    "04_feature",
-    "05_model_input",
-    "06_models",
-    "07_model_output",
-    "08_reporting",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.project_copy
+
+import _common as C  # noqa: E402
+
+from tests.project_copy import copy_project  # noqa: E402
+
+FACES_A = C.REPO.parent / "shared" / "data" / "faces-a"
 
 
 def _rss_mb() -> float:
@@ -52,50 +46,6 @@ def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _make_project(where: Path) -> Path:
-    """A throw-away copy of conf/ and pyproject.toml with empty data layers (as tests do)."""
-    project = where / "project"
-    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    (project / "src").mkdir()
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    for layer in LAYERS:
-        (project / "data" / layer).mkdir(parents=True)
-    return project
-
-
-def _manifest_without_ingestion(images: Path) -> Any:
-    """image_manifest built here when the ingestion pipeline has no nodes yet."""
-    import hashlib
-
-    import pandas as pd
-    from PIL import Image
-
-    rows = []
-    for label, sub in ((0, "real"), (1, "fake")):
-        for path in sorted((images / sub).iterdir()):
-            data = path.read_bytes()
-            with Image.open(path) as img:
-                rows.append(
-                    {
-                        "path": path.resolve().as_posix(),
-                        "label": label,
-                        "source": "folder",
-                        "width": img.width,
-                        "height": img.height,
-                        "format": img.format,
-                        "mode": img.mode,
-                        "bytes": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                    }
-                )
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ stages (run in subprocesses)
@@ -124,21 +74,15 @@ def stage_kedro(
         catalog = session.load_context().catalog
         out["rss_start_mb"] = round(_rss_mb(), 1)
         for name in pipelines:
-            pipe = registry[name]
-            if not pipe.nodes:
-                out[name] = None  # pipeline not built yet
-                if name == "ingestion":
-                    catalog.save("image_manifest", _manifest_without_ingestion(images))
-                continue
             start = time.perf_counter()
-            SequentialRunner().run(pipe, catalog)
+            SequentialRunner().run(registry[name], catalog)
             seconds = time.perf_counter() - start
             n = len(catalog.load("image_manifest"))
             out[name] = {"seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
         out["n_images"] = len(catalog.load("image_manifest"))
         if "ingestion" in pipelines and catalog.exists("rejected_images"):
             out["rejected"] = len(catalog.load("rejected_images"))
-    out["rss_peak_mb"] = round(_peak_rss_mb(), 1)
+    out["rss_peak_mb"] = round(C.peak_rss_mb(), 1)
     return out
 
 
@@ -214,7 +158,7 @@ def stage_loader(project: Path, images: Path, input_size: int, batch_size: int) 
             "speedup": round(c / n, 2),
         }
     shutil.rmtree(folder)
-    out["rss_peak_mb"] = round(_peak_rss_mb(), 1)
+    out["rss_peak_mb"] = round(C.peak_rss_mb(), 1)
     return out
 
 
@@ -242,8 +186,8 @@ def stage_scaling(project: Path, images: Path, n: int, cache_size: int) -> dict[
         "cache_mb": round(n * 3 * cache_size**2 / 2**20, 1),
         "images_per_s": round(n / seconds, 1),
         "rss_start_mb": round(rss_start, 1),
-        "rss_peak_mb": round(_peak_rss_mb(), 1),
-        "rss_growth_mb": round(_peak_rss_mb() - rss_start, 1),
+        "rss_peak_mb": round(C.peak_rss_mb(), 1),
+        "rss_growth_mb": round(C.peak_rss_mb() - rss_start, 1),
     }
 
 
@@ -251,26 +195,19 @@ def stage_scaling(project: Path, images: Path, n: int, cache_size: int) -> dict[
 
 
 def _sub(stage: str, **kwargs: Any) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--stage",
-        stage,
-        "--args",
-        json.dumps(kwargs, default=str),
-    ]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=kwargs.get("project"))
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"stage {stage} failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run ``stage`` with ``kwargs`` in a fresh interpreter (in ``kwargs["project"]``)."""
+    script = str(Path(__file__).resolve())
+    cmd = [sys.executable, script, "--stage", stage, "--args", json.dumps(kwargs, default=str)]
+    try:
+        return C.run_json(cmd, cwd=kwargs.get("project"))
+    except C.ChildFailed:
+        raise SystemExit(f"stage {stage} failed") from None
 
 
 def _dataset(name: str, images: Path, cache_sizes: list[int], tmp: Path, loader: bool) -> dict:
     result: dict[str, Any] = {"images": str(images)}
     for i, size in enumerate(cache_sizes):
-        project = _make_project(tmp / f"{name}-{size}")
+        project = copy_project(tmp / f"{name}-{size}")
         entry: dict[str, Any] = {}
         if i == 0:
             entry["ingestion_split"] = _sub(

@@ -5,9 +5,9 @@
         [--amp auto] [--channels-last auto] [--fp32 resnet50,aspp_crossscan_vit | all]
         [--options JSON] [--clock wall|cpu] [--max-spread 0.25] [--retries 2]
 
-One call is :func:`facescan.training.engine.predict_logits` over one batch of random images, on a
+One call is :func:`facescan.evaluation.scoring.predict_logits` over one batch of random images, on a
 model prepared as the evaluation and predict pipelines prepare it
-(:func:`facescan.training.runtime.inference_settings`: autocast dtype and memory format; eval
+(:func:`facescan.runtime.inference_settings`: autocast dtype and memory format; eval
 mode, no gradients). Each (variant, size) runs in a fresh subprocess; its timed calls are
 interleaved with those of torchvision's ResNet-50 in float32 (``reference``) and, for the
 variants named by ``--fp32``, of the same variant in float32, eager, contiguous (``fp32``: the
@@ -28,7 +28,6 @@ Not a test: numbers depend on the machine and its load; the JSON records both.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -48,9 +47,9 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch import nn
 
+    from facescan import runtime
+    from facescan.evaluation.scoring import predict_logits
     from facescan.models import create_model
-    from facescan.training import runtime
-    from facescan.training.engine import predict_logits
 
     torch.set_num_threads(runtime.threads_per_rank(args["threads"], 1))
     device, amp_dtype, channels_last = runtime.inference_settings(args["device"], args["amp"])
@@ -81,8 +80,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         "first_call_s": round(first, 2),
         "peak_rss_mb": round(C.peak_rss_mb(), 1),
     }
-    if device.type == "cuda":
-        out["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    out.update(C.gpu_peak(device))
     fns = {"variant": call}
     if args["fp32"]:
         fns["fp32"] = make_call(fp32_net, None, False)
@@ -99,11 +97,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         out["fp32"] = C.summary(times["fp32"], batch, flops, args["clock"])
         out["ratio_to_fp32"] = round(out["images_per_s"] / out["fp32"]["images_per_s"], 3)
     if args["reference"]:
-        ref = C.summary(
-            times["reference"], batch, C.forward_flops(C.REFERENCE, size) * batch, args["clock"]
-        )
-        out["reference"] = ref
-        out["ratio_to_reference"] = round(out["images_per_s"] / ref["images_per_s"], 3)
+        out.update(C.against_reference(out, times["reference"], size, 1, args["clock"]))
     out["load_average"] = C.load_average()
     return out
 
@@ -114,7 +108,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"ratio_to_fp32": {}, "targets": {}}
     for r in (r for r in ok if "ratio_to_fp32" in r):
         out["ratio_to_fp32"].setdefault(str(r["size"]), {})[r["variant"]] = r["ratio_to_fp32"]
-    out["noisy"] = [f"{r['variant']}@{r['size']}" for r in ok if C._worst_spread(r) > 0.25]
+    out["noisy"] = C.noisy(ok)
     full = [r for r in ok if r["variant"] == FULL_MODEL and "ratio_to_fp32" in r]
     if full:
         worst = min(full, key=lambda r: r["ratio_to_fp32"])
@@ -130,98 +124,33 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     from facescan.models import list_variants
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", type=C.csv_list, default=None, help="default: all")
-    parser.add_argument("--sizes", type=lambda s: C.csv_list(s, int), default=list(C.SIZES))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+    parser = C.benchmark_parser(__doc__.splitlines()[0], batch_size=32, warmup=1, unit="calls")
     parser.add_argument(
         "--fp32",
         type=C.csv_list,
         default=["resnet50", FULL_MODEL],
         help="variants also timed in float32 eager (their own reference); 'all' for every one",
     )
-    parser.add_argument("--threads", default="auto", help="intra-op threads (auto: the cores)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--no-reference", action="store_true", help="skip torchvision ResNet-50")
-    parser.add_argument(
-        "--options",
-        type=C.json_options,
-        default={},
-        help="model options over each variant's, JSON: '{\"vit_attention_dropout\": 0.1}'",
-    )
-    parser.add_argument(
-        "--clock",
-        default="wall",
-        choices=["wall", "cpu"],
-        help="time the numbers come from; cpu with --threads 1 on a busy machine",
-    )
-    parser.add_argument(
-        "--max-spread",
-        type=float,
-        default=0.25,
-        help="measure a (variant, size) again when (max - min) / median of its steps is above",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="at most this many re-measurements")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
         print(json.dumps(child(json.loads(ns.child))))
         return
 
-    variants = ns.variants or list_variants()
-    channels_last = {"auto": "auto", "true": True, "false": False}[ns.channels_last]
-    threads = ns.threads if ns.threads == "auto" else int(ns.threads)
-    report: dict[str, Any] = {
-        "benchmark": "inference",
-        "machine": C.machine(),
-        "settings": {
-            "batch_size": ns.batch_size,
-            "repeats": ns.repeats,
-            "warmup": ns.warmup,
-            "threads": threads,
-            "device": ns.device,
-            "amp": ns.amp,
-            "channels_last": channels_last,
-            "clock": ns.clock,
-            "options": ns.options,
-            "fp32": ns.fp32,
+    settings = C.settings(ns)
+    report = C.new_report("inference", {**settings, "fp32": ns.fp32})
+    report["results"] = C.measure_each(
+        Path(__file__),
+        ns,
+        ns.variants or list_variants(),
+        lambda variant, size: {
+            **settings,
+            "variant": variant,
+            "size": size,
+            "reference": not ns.no_reference,
+            "fp32": "all" in ns.fp32 or variant in ns.fp32,
         },
-        "load_average_start": C.load_average(),
-        "results": [],
-    }
-    for size in ns.sizes:
-        for variant in variants:
-            result = C.run_measured(
-                Path(__file__),
-                {
-                    "variant": variant,
-                    "size": size,
-                    "batch_size": ns.batch_size,
-                    "repeats": ns.repeats,
-                    "warmup": ns.warmup,
-                    "threads": threads,
-                    "device": ns.device,
-                    "amp": ns.amp,
-                    "channels_last": channels_last,
-                    "reference": not ns.no_reference,
-                    "clock": ns.clock,
-                    "options": ns.options,
-                    "fp32": "all" in ns.fp32 or variant in ns.fp32,
-                },
-                ns.max_spread,
-                ns.retries,
-            )
-            result.setdefault("variant", variant)
-            result.setdefault("size", size)
-            report["results"].append(result)
-            print(json.dumps(result), file=sys.stderr, flush=True)  # progress
-    report["load_average_end"] = C.load_average()
-    report["summary"] = summarise(report["results"])
-    print(json.dumps(report, indent=2))
+    )
+    C.print_report(report, summarise)
 
 
 if __name__ == "__main__":

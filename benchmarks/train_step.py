@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 BASELINE = "resnet50"
-NOISY_SPREAD = 0.25  # (max - min) / median of the timed steps above which a number is suspect
 TARGETS = {"baseline_vs_reference_128": 1.8, "efficiency_128": 0.85, "efficiency_224": 0.70}
 
 
@@ -53,7 +52,7 @@ def _setup(args: dict[str, Any], ranks: int = 1, local_rank: int | None = None) 
     """Threads, device, precision and memory format as the training node resolves them."""
     import torch
 
-    from facescan.training import runtime
+    from facescan import runtime
 
     torch.set_num_threads(runtime.threads_per_rank(args["threads"], ranks))
     device = runtime.select_device(args["device"], local_rank)
@@ -75,7 +74,7 @@ def _make_step(
     import torch
     from torch import nn
 
-    from facescan.training import runtime
+    from facescan import runtime
     from facescan.training.engine import train_one_epoch
 
     size, batch = args["size"], args["batch_size"]
@@ -125,8 +124,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         "first_step_s": round(first_step_s, 2),
         "peak_rss_mb": round(C.peak_rss_mb(), 1),
     }
-    if device.type == "cuda":
-        out["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    out.update(C.gpu_peak(device))
     fns = {"variant": step}
     if args["baseline"] and variant != BASELINE:
         torch.manual_seed(0)
@@ -150,10 +148,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     elif variant == BASELINE:
         out["efficiency_vs_baseline"] = 1.0
     if args["reference"]:
-        ref_flops = C.forward_flops(C.REFERENCE, size) * 3 * batch
-        ref = C.summary(times["reference"], batch, ref_flops, args["clock"])
-        out["reference"] = ref
-        out["ratio_to_reference"] = round(out["images_per_s"] / ref["images_per_s"], 3)
+        out.update(C.against_reference(out, times["reference"], size, 3, args["clock"]))
     out["load_average"] = C.load_average()
     return out
 
@@ -166,8 +161,8 @@ def ddp_child(args: dict[str, Any]) -> dict[str, Any] | None:
     import torch
     import torch.distributed as dist
 
+    from facescan import runtime
     from facescan.models import create_model
-    from facescan.training import runtime
 
     world, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
     device, precision, channels_last = _setup(args, int(os.environ["LOCAL_WORLD_SIZE"]), local_rank)
@@ -189,9 +184,8 @@ def ddp_child(args: dict[str, Any]) -> dict[str, Any] | None:
             "threads_per_worker": torch.get_num_threads(),
             "backend": dist.get_backend(),
             **C.summary(times["step"], batch, flops, "wall"),
+            **C.gpu_peak(device),
         }
-        if device.type == "cuda":
-            out["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         return out if dist.get_rank() == 0 else None
     finally:
         dist.destroy_process_group()
@@ -199,8 +193,6 @@ def ddp_child(args: dict[str, Any]) -> dict[str, Any] | None:
 
 def ddp_scaling(ns: argparse.Namespace, variants: list[str], common: dict[str, Any]) -> list:
     """Global images/s with 1..N workers (``--ddp 1,2,4``), each count under torch's launcher."""
-    import subprocess
-
     rows = []
     for size in ns.sizes:
         for variant in variants:
@@ -217,14 +209,13 @@ def ddp_scaling(ns: argparse.Namespace, variants: list[str], common: dict[str, A
                     "--ddp-child",
                     json.dumps(args),
                 ]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=C.REPO)
-                if proc.returncode:
-                    sys.stderr.write(proc.stderr[-4000:])
+                try:
+                    row = C.run_json(cmd)
+                except C.ChildFailed:
                     rows.append(
                         {"variant": variant, "size": size, "workers": workers, "error": True}
                     )
                     continue
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
                 single = row["images_per_s"] if workers == 1 else single
                 if single:
                     row["scaling_efficiency"] = round(row["images_per_s"] / (workers * single), 3)
@@ -255,7 +246,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             out["efficiency_across_processes"].setdefault(size, {})[r["variant"]] = round(
                 r["gflop_per_s"] / base, 3
             )
-    out["noisy"] = [f"{r['variant']}@{r['size']}" for r in ok if C._worst_spread(r) > NOISY_SPREAD]
+    out["noisy"] = C.noisy(ok)
     targets: dict[str, Any] = {}
     base128 = next((r for r in ok if r["variant"] == BASELINE and r["size"] == 128), None)
     if base128 and "ratio_to_reference" in base128:
@@ -284,32 +275,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     from facescan.models import list_variants
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", type=C.csv_list, default=None, help="default: all")
-    parser.add_argument("--sizes", type=lambda s: C.csv_list(s, int), default=list(C.SIZES))
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps (median)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--threads", default="auto", help="intra-op threads (auto: the cores)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
+    parser = C.benchmark_parser(__doc__.splitlines()[0], batch_size=16, warmup=2, unit="steps")
     parser.add_argument("--compile", action="store_true", help="torch.compile the variant")
-    parser.add_argument("--no-reference", action="store_true", help="skip the reference model")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the in-process resnet50 variant"
-    )
-    parser.add_argument(
-        "--options",
-        type=C.json_options,
-        default={},
-        help="model options over each variant's, JSON: '{\"vit_attention_dropout\": 0.1}'",
-    )
-    parser.add_argument(
-        "--clock",
-        default="wall",
-        choices=["wall", "cpu"],
-        help="time the numbers come from; cpu with --threads 1 on a busy machine",
     )
     parser.add_argument(
         "--ddp",
@@ -317,14 +286,6 @@ def main() -> None:
         default=None,
         help="DDP scaling instead: worker counts, e.g. 1,2,4 (one per GPU; --batch-size each)",
     )
-    parser.add_argument(
-        "--max-spread",
-        type=float,
-        default=0.25,
-        help="measure a (variant, size) again when (max - min) / median of its steps is above",
-    )
-    parser.add_argument("--retries", type=int, default=2, help="at most this many re-measurements")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ddp-child", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
@@ -337,46 +298,25 @@ def main() -> None:
         return
 
     variants = ns.variants or list_variants()
-    settings = {
-        "batch_size": ns.batch_size,
-        "repeats": ns.repeats,
-        "warmup": ns.warmup,
-        "threads": ns.threads if ns.threads == "auto" else int(ns.threads),
-        "device": ns.device,
-        "amp": ns.amp,
-        "channels_last": {"auto": "auto", "true": True, "false": False}[ns.channels_last],
-        "compile": ns.compile,
-        "clock": ns.clock,
-        "options": ns.options,
-    }
-    report: dict[str, Any] = {
-        "benchmark": "train_step_ddp" if ns.ddp else "train_step",
-        "machine": C.machine(),
-        "settings": settings,
-        "load_average_start": C.load_average(),
-    }
+    settings = C.settings(ns, compile=ns.compile)
+    report = C.new_report("train_step_ddp" if ns.ddp else "train_step", settings)
     if ns.ddp:
         report["results"] = ddp_scaling(ns, variants, settings)
-        report["load_average_end"] = C.load_average()
-        print(json.dumps(report, indent=2))
+        C.print_report(report)
         return
-    report["results"] = []
-    for size in ns.sizes:
-        for variant in variants:
-            args = {
-                **settings,
-                "variant": variant,
-                "size": size,
-                "reference": not ns.no_reference,
-                "baseline": not ns.no_baseline,
-            }
-            measured = C.run_measured(Path(__file__), args, ns.max_spread, ns.retries)
-            result = {"variant": variant, "size": size, **measured}
-            report["results"].append(result)
-            print(json.dumps(result), file=sys.stderr, flush=True)  # progress
-    report["load_average_end"] = C.load_average()
-    report["summary"] = summarise(report["results"])
-    print(json.dumps(report, indent=2))
+    report["results"] = C.measure_each(
+        Path(__file__),
+        ns,
+        variants,
+        lambda variant, size: {
+            **settings,
+            "variant": variant,
+            "size": size,
+            "reference": not ns.no_reference,
+            "baseline": not ns.no_baseline,
+        },
+    )
+    C.print_report(report, summarise)
 
 
 if __name__ == "__main__":

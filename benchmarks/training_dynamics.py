@@ -61,9 +61,10 @@ def run_variant(
     variant: str, cache: Any, params: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Train ``variant`` for ``args.steps`` steps and record its dynamics."""
+    from facescan import runtime
     from facescan.data.loader import build_loader
     from facescan.models import create_model
-    from facescan.training import TrainConfig, runtime
+    from facescan.training import TrainConfig
     from facescan.training.schedule import optimizer_and_schedule
 
     torch.manual_seed(args.seed)

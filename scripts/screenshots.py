@@ -77,16 +77,14 @@ def report_path(project: Path, env: str) -> tuple[Path, Path]:
     Raises:
         ScreenshotError: when the catalog has no such entry, or the report was not written yet.
     """
-    from kedro.config import OmegaConfigLoader
+    from facescan.pipeline_registry import config_loader
 
     conf = project / "conf"
     if not conf.is_dir():
         raise ScreenshotError(f"{conf} does not exist: pass --project <the Kedro project root>")
     with warnings.catch_warnings():  # omegaconf's deprecation notices about Kedro's resolvers
         warnings.simplefilter("ignore", UserWarning)
-        loader = OmegaConfigLoader(
-            str(conf), base_env="base", default_run_env="local", env=None if env == "base" else env
-        )
+        loader = config_loader(conf, env=None if env == "base" else env)
         entry = loader["catalog"].get(REPORT_DATASET)
     if not isinstance(entry, dict) or not entry.get("filepath"):
         raise ScreenshotError(
@@ -107,7 +105,7 @@ def report_path(project: Path, env: str) -> tuple[Path, Path]:
     return filepath, filepath
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
     """Stop a process started with ``start_new_session=True`` and everything it spawned."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if proc.poll() is not None:
@@ -142,7 +140,14 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 @contextmanager
 def kedro_viz(project: Path, env: str, logs: Path, timeout_s: float) -> Iterator[str]:
-    """``kedro viz run`` for ``project`` in ``env``; yields its base URL and stops it afterwards."""
+    """``kedro viz run`` for ``project`` in ``env`` on a free port; yields its base URL once it
+    answers and stops it afterwards (also used by tests/test_viz.py).
+
+    Its output goes to ``logs``/kedro-viz.stdout and .stderr; the environment is this process's.
+
+    Raises:
+        ScreenshotError: it exited, or did not answer within ``timeout_s``.
+    """
     out, err = logs / "kedro-viz.stdout", logs / "kedro-viz.stderr"
     command = [sys.executable, "-m", "kedro", "viz", "run", "--no-browser"]
     command += ["--host", "127.0.0.1", "--port", str(_free_port()), "--env", env]
@@ -160,7 +165,7 @@ def kedro_viz(project: Path, env: str, logs: Path, timeout_s: float) -> Iterator
     try:
         yield _wait_for_viz(proc, command, out, err, timeout_s)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _wait_for_viz(
@@ -244,6 +249,53 @@ def settings_proxy(upstream: str, theme: str, orientation: str) -> Iterator[str]
         server.server_close()
 
 
+def headless_chromium(
+    chromium: str,
+    profile: Path,
+    args: Sequence[str],
+    budget_ms: int = 30000,
+    timeout_s: float = 180,
+) -> tuple[int, bytes, bytes]:
+    """Run headless Chromium with ``args`` (what to do, the URL last); (exit code, stdout, stderr).
+
+    ``budget_ms`` of virtual time lets the page load, lay out and animate before ``--screenshot``
+    or ``--dump-dom`` (tests/test_viz.py) takes it; ``profile`` is its user data directory.
+
+    Raises:
+        ScreenshotError: it took over ``timeout_s``.
+    """
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--virtual-time-budget={budget_ms}",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise ScreenshotError(
+            f"headless Chromium took over {timeout_s:.0f} s on {args[-1]}: {command}"
+        ) from exc
+    finally:
+        stop_process(proc)
+    return proc.returncode, out, err
+
+
 def chromium_screenshot(
     chromium: str,
     url: str,
@@ -258,39 +310,11 @@ def chromium_screenshot(
     ``budget_ms`` of virtual time lets the page load, lay out and animate before the capture.
     """
     png.unlink(missing_ok=True)
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        f"--window-size={window}",
-        f"--virtual-time-budget={budget_ms}",
-        f"--screenshot={png}",
-        url,
-    ]
-    proc = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        raise ScreenshotError(f"headless Chromium took over {timeout_s:.0f} s on {url}") from exc
-    finally:
-        _stop(proc)
-    if proc.returncode != 0 or not png.is_file() or png.stat().st_size == 0:
+    args = ["--hide-scrollbars", f"--window-size={window}", f"--screenshot={png}", url]
+    returncode, _, err = headless_chromium(chromium, profile, args, budget_ms, timeout_s)
+    if returncode != 0 or not png.is_file() or png.stat().st_size == 0:
         raise ScreenshotError(
-            f"headless Chromium made no screenshot of {url} (exit {proc.returncode}):\n"
+            f"headless Chromium made no screenshot of {url} (exit {returncode}):\n"
             f"{err.decode(errors='replace')[-3000:]}"
         )
 

@@ -3,42 +3,27 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.project_copy import REPO, copy_project
+
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-REPO = Path(__file__).resolve().parents[1]
 FACES_A = REPO.parent / "shared" / "data" / "faces-a"
-LAYERS = (
-    "01_raw",
-    "02_intermediate",
-    "03_primary",
-    "04_feature",
-    "05_model_input",
-    "06_models",
-    "07_model_output",
-    "08_reporting",
-)
 
 
 @pytest.fixture
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the project's conf/ and pyproject.toml in a temp dir (cwd), with empty data/ layers.
+    """A copy of the project's conf/ and pyproject.toml in a temp dir (cwd), with empty data/ layers
+    (:func:`tests.project_copy.copy_project`; module-scoped runs call that directly).
 
     Runs in it never touch the repository's data/.
     """
-    project = tmp_path / "project"
-    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()  # bootstrap_project wants it; the installed package is imported
-    for layer in LAYERS:
-        (project / "data" / layer).mkdir(parents=True)
+    project = copy_project(tmp_path)
     monkeypatch.chdir(project)
     return project
 

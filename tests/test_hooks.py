@@ -58,9 +58,9 @@ def test_stage_timing_hook_hands_timings_to_the_report_node() -> None:
     """Lazy outputs (the image caches) do their work while being saved: that time counts too."""
     import time
 
-    from facescan.pipelines.runs import expand_runs  # module facescan.pipelines.runs: stage "runs"
+    from facescan.pipelines.preprocess.nodes import cache_split  # stage "preprocess"
 
-    cache = _Node("cache", expand_runs, outputs=["train_cache"])
+    cache = _Node("cache", cache_split, outputs=["train_cache"])
     report = _Node("report", print, inputs=["stage_timings"])
     pipeline = type("P", (), {"nodes": [cache, report]})()
     hook = StageTimingHook()
@@ -73,10 +73,10 @@ def test_stage_timing_hook_hands_timings_to_the_report_node() -> None:
     time.sleep(0.05)
     hook.after_dataset_saved("train_cache")
     handed = hook.before_node_run(report)
-    assert handed is not None and handed["stage_timings"]["runs"] >= 0.05
+    assert handed is not None and handed["stage_timings"]["preprocess"] >= 0.05
     hook.after_node_run(report)
     hook.after_pipeline_run(catalog)
-    assert set(catalog["stage_timings"]) == {"runs", "other"}
+    assert set(catalog["stage_timings"]) == {"preprocess", "other"}
 
 
 @pytest.mark.parametrize(
@@ -90,11 +90,16 @@ def test_stage_of(module: str, stage: str) -> None:
 
 
 def test_gpu_option_on_a_cpu_machine_fails_before_the_first_node(kedro_project: Path) -> None:
+    """Kedro validates ``params:training`` against TrainConfig (the machine check included)."""
     import torch
+    from kedro.validation.exceptions import ParameterValidationError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ValueError, match=r"^training\.device: cuda was requested but no CUDA GPU"):
+    with pytest.raises(
+        ParameterValidationError,
+        match=r"Parameter 'training': .*: training\.device: cuda was requested but no CUDA GPU",
+    ):
         run_kedro(kedro_project, ["ablation"], params={"training.device": "cuda"})
     # Nothing ran: ingestion would have written the manifest first.
     assert not any((kedro_project / "data" / "02_intermediate").iterdir())

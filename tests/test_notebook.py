@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,24 +20,13 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tests.conftest import LAYERS, REPO, run_kedro
+from tests.conftest import REPO, run_kedro
+from tests.project_copy import copy_project
 
 NOTEBOOK = REPO / "notebooks" / "ablation_results.ipynb"
 VARIANTS = ["resnet50", "aspp_crossscan_vit"]  # conf/test/parameters_ablation.yml
 KERNEL = "facescan-test-python"  # a kernelspec written for the test: this interpreter, nothing else
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _project_copy(root: Path) -> Path:
-    """The conftest ``kedro_project`` layout (conf, pyproject.toml, empty data layers) in ``root``."""
-    project = root / "project"
-    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
-    for layer in LAYERS:
-        (project / "data" / layer).mkdir(parents=True)
-    return project
 
 
 def _kernelspec(root: Path) -> Path:
@@ -128,7 +116,7 @@ def test_committed_notebook_is_valid_and_has_no_outputs() -> None:
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
     """``(project, executed notebook)`` after an ablation run in the test environment."""
     root = tmp_path_factory.mktemp("notebook")
-    project = _project_copy(root)
+    project = copy_project(root)
     cwd = os.getcwd()
     os.chdir(project)
     try:
@@ -178,7 +166,7 @@ def test_notebook_draws_its_figures(executed: tuple[Path, Any]) -> None:
 @pytest.mark.slow
 def test_notebook_without_outputs_says_to_run_the_ablation(tmp_path: Path) -> None:
     """No FACESCAN_PROJECT: the project is found from the working directory; no run yet."""
-    project = _project_copy(tmp_path)
+    project = copy_project(tmp_path)
     (project / "notebooks").mkdir()
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {"FACESCAN_PROJECT": None, "FACESCAN_ENV": "test"}

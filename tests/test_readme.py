@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 import yaml
 
+from facescan.training.__main__ import split_params
+
 REPO = Path(__file__).resolve().parents[1]
 #: The documents whose commands are checked.
 DOCUMENTS = ("README.md",)
@@ -159,25 +161,11 @@ def environment_parameters(env: str | None) -> dict[str, Any]:
     return params
 
 
-def _split_pairs(text: str) -> list[str]:
-    """``a=1,b=[1, 2]`` -> items, split on commas outside brackets (``--params`` syntax)."""
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += char in "[{"
-        depth -= char in "]}"
-        if char == "," and depth == 0:
-            items.append(current)
-            current = ""
-        else:
-            current += char
-    return [i for i in items + [current] if i.strip()]
-
-
 def _runtime_params(values: list[str]) -> dict[str, Any]:
     """``--params`` values as the nested dict Kedro builds from them."""
     nested: dict[str, Any] = {}
     for value in values:
-        for item in _split_pairs(value):
+        for item in split_params(value):
             key, _, raw = item.partition("=")
             *parents, leaf = key.strip().split(".")
             node = nested
@@ -198,7 +186,7 @@ def check_params(values: list[str], env: str | None) -> list[str]:
     problems = []
     merged = environment_parameters(env)
     for value in values:
-        for item in _split_pairs(value):
+        for item in split_params(value):
             key, sep, _ = item.partition("=")
             key = key.strip()
             if not sep or not key:
@@ -225,12 +213,12 @@ def check_params(values: list[str], env: str | None) -> list[str]:
 def _registry(ablation_json: str) -> dict[str, Any]:
     from facescan import pipeline_registry
 
-    saved = pipeline_registry._ABLATION_CONFIG
+    saved = pipeline_registry._ABLATION
     try:
-        pipeline_registry.set_ablation_config(json.loads(ablation_json))
+        pipeline_registry.use_ablation(json.loads(ablation_json))
         return pipeline_registry.register_pipelines()
     finally:
-        pipeline_registry._ABLATION_CONFIG = saved
+        pipeline_registry.use_ablation(saved)
 
 
 def registered_pipelines(env: str | None, runtime: Mapping[str, Any]) -> dict[str, Any]:

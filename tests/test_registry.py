@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facescan.pipelines.runs import VariantRun, expand_runs
+from facescan.runs import VariantRun, expand_runs
 
 
 def test_expand_runs_one_seed_uses_variant_as_namespace() -> None:

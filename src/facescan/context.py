@@ -9,28 +9,20 @@ from kedro.framework.context import KedroContext
 from facescan import pipeline_registry
 
 
-def hand_ablation_to_registry(config_loader: Any) -> None:
-    """Give the registry the environment's ``ablation`` parameters; rebuild pipelines if they changed.
-
-    Reads the config loader (``--env`` and runtime ``--params`` included), not ``context.params``,
-    which validates parameters against the pipelines and would load them first.
-    """
-    params = config_loader["parameters"]
-    if pipeline_registry.set_ablation_config(params.get("ablation") or {}):
-        from kedro.framework.project import pipelines
-
-        pipelines.configure(pipelines._pipelines_module)  # rebuild with the new variants
-
-
 class FacescanContext(KedroContext):
     """``KedroContext`` whose creation makes the pipeline registry follow ``--env`` and ``--params``.
 
-    :class:`facescan.hooks.AblationRegistryHook` does the same from ``after_context_created``, but
-    some tools create a context with every hook disabled: ``kedro viz run`` does unless given
-    ``--include-hooks``, and then drew the variant namespaces of ``conf/base`` whatever ``--env``
-    said. Doing it when the context is built covers them; the hook then finds nothing changed.
+    Kedro 1.7 builds the context before it loads the pipelines; the variant namespaces come from
+    the environment's ``ablation`` parameters (runtime ``--params`` included), read here from the
+    config loader (not ``context.params``, which validates parameters against the pipelines and
+    would load them first). Pipelines built for another configuration are rebuilt. Every tool that
+    makes a context goes through here, hooks or not (``kedro viz run`` disables them by default).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        hand_ablation_to_registry(self.config_loader)
+        ablation = self.config_loader["parameters"].get("ablation") or {}
+        if pipeline_registry.use_ablation(ablation):
+            from kedro.framework.project import pipelines
+
+            pipelines.configure(pipelines._pipelines_module)  # rebuild with the new variants

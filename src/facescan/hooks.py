@@ -10,8 +10,6 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from facescan.context import hand_ablation_to_registry
-
 logger = logging.getLogger(__name__)
 
 STAGE_TIMINGS = "stage_timings"
@@ -26,35 +24,6 @@ def _filepath(catalog: Any, name: str) -> str | None:
     except Exception:  # noqa: BLE001 - a log line must never fail a finished run
         return None
     return str(Path(str(path)).resolve()) if path else None
-
-
-class AblationRegistryHook:
-    """Makes the pipeline registry see the environment chosen with ``--env``.
-
-    Kedro 1.7 creates the context, fires ``after_context_created`` and only then loads the pipelines.
-    The variant namespaces of ``training``/``evaluation``/``predict`` come from the active
-    environment's ``ablation`` parameters (runtime ``--params`` included), so this hook reads them
-    from the config loader (not ``context.params``, which would load the pipelines first) and hands
-    them to the registry, invalidating pipelines built for another configuration.
-    """
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        # FacescanContext already did this when it was built; kept for projects that swap the
-        # context class (it finds nothing changed otherwise).
-        hand_ablation_to_registry(context.config_loader)
-
-
-class TrainingMachineCheckHook:
-    """Refuses training options this machine cannot honour (a GPU option on a CPU machine, more
-    workers than GPUs) before the first node runs, not after ingestion and preprocessing."""
-
-    @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        if any("params:training" in n.inputs for n in pipeline.nodes):
-            from facescan.training import TrainConfig
-
-            TrainConfig.from_params(catalog.load("params:training"))
 
 
 REPORT_RUN = "report_run"

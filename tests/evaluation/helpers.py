@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from facescan.checkpoint import CHECKPOINT_FORMAT
 from facescan.evaluation.metrics import classification_metrics
 from facescan.evaluation.tables import RunResult
 from facescan.models import create_model
-from facescan.training.checkpoint import CHECKPOINT_FORMAT
 
 #: The test environment's model sizes (conf/test/parameters_ablation.yml).
 #: A random classifier (zero_init_head off): a zero head would give every image p_fake 0.5.

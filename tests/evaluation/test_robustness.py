@@ -87,7 +87,7 @@ def test_bad_perturbations_name_the_entry(spec, message) -> None:
 
 def test_evaluation_config_names_bad_keys() -> None:
     assert EvaluationConfig.from_params({}).n_resamples == 1000
-    with pytest.raises(ValueError, match="evaluation: unknown key"):
+    with pytest.raises(ValueError, match="evaluation.batchsize: unknown option"):
         EvaluationConfig.from_params({"batchsize": 3})
     with pytest.raises(ValueError, match="evaluation.bootstrap.n_resamples"):
         EvaluationConfig.from_params({"bootstrap": {"n_resamples": -1}})

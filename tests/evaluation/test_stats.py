@@ -97,6 +97,15 @@ def test_difference_interval_is_paired() -> None:
     assert 0.0 < low < 0.1 < high  # always >= 0: a is never worse on any image
 
 
+def test_holm_adjustment_matches_r_p_adjust() -> None:
+    """Reference: R's ``p.adjust(c(0.01, 0.02, 0.03, 0.04, 0.05), "holm")`` (stats 4.x) gives
+    0.05 0.08 0.09 0.09 0.09 (kept by hand: statsmodels' ``multipletests`` is not a dependency)."""
+    assert holm_adjust([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx(
+        [0.05, 0.08, 0.09, 0.09, 0.09]
+    )
+    assert holm_adjust([0.04, 0.01, 0.9]) == pytest.approx([0.08, 0.03, 0.9])
+
+
 def test_holm_adjustment() -> None:
     # Sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04).
     assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])

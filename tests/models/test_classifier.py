@@ -198,14 +198,14 @@ def test_bad_input_shape_is_a_clear_error(shape: tuple[int, ...]) -> None:
 def test_constructor_rejects_inconsistent_placements() -> None:
     with pytest.raises(ValueError, match="vit must be"):
         FaceScanNet(vit="head")
-    with pytest.raises(ValueError, match="cross_scan needs vit: tail"):
+    with pytest.raises(ValueError, match="cross_scan: true needs vit: tail"):
         FaceScanNet(cross_scan=True, vit="mid")
 
 
 def test_model_keeps_its_resolved_options(built: Callable) -> None:
     model = built("aspp_vit")
     assert model.options["vit"] == "tail" and model.options["vit_dim"] == 32
-    assert model.options["pretrained"] is None
+    assert "pretrained" not in model.options and model.pretrained is None
     assert isinstance(model.tail_vit, ViT)
 
 

@@ -58,10 +58,9 @@ def test_resolved_options_are_complete_json_and_independent_copies() -> None:
 
 
 def test_overrides_apply_and_none_is_ignored() -> None:
-    options = resolve_options("vit", vit_dim=32, pretrained=None, num_classes=None)
+    options = resolve_options("vit", vit_dim=32, num_classes=None)
     assert options["vit_dim"] == 32
-    assert options["num_classes"] == 2 and options["pretrained"] is None
-    assert resolve_options("resnet50", pretrained=Path("w.pt"))["pretrained"] == "w.pt"
+    assert options["num_classes"] == 2 and "pretrained" not in options
     assert resolve_options("vit", vit_dropout=0, vit_mlp_ratio=2)["vit_mlp_ratio"] == 2.0
 
 
@@ -135,7 +134,7 @@ def test_conf_model_blocks_are_valid_overrides_for_every_variant() -> None:
         (lambda: resolve_options("vit", cross_scan=True), r"cross_scan: true needs vit: tail"),
         (lambda: resolve_options("dilated", dilation_rates=[2]), r"dilation_rates must list 2"),
         (lambda: resolve_options("vit", se_reduction=512), r"se_reduction must be at most 256"),
-        (lambda: resolve_options("vit", pretrained=5), r"pretrained must be a file path or null"),
+        (lambda: resolve_options("vit", pretrained="w.pt"), r"unknown option\(s\) 'pretrained'"),
         (lambda: resolve_options("vit", vit_mlp_ratio=-1.0), r"vit_mlp_ratio must be a positive"),
     ],
 )

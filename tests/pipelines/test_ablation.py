@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -21,24 +20,14 @@ import pytest
 
 from facescan.evaluation.report import manifest_hash
 from facescan.evaluation.tables import TABLE_COLUMNS
-from tests.conftest import LAYERS, REPO, run_kedro
+from tests.conftest import run_kedro
+from tests.pipelines.test_reporting import PLOT_FILES
+from tests.project_copy import copy_project
 
 pytestmark = pytest.mark.slow
 
 VARIANTS = ["resnet50", "aspp_crossscan_vit"]  # conf/test/parameters_ablation.yml
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _project_copy(root: Path) -> Path:
-    """The conftest ``kedro_project`` layout, for a module-scoped run."""
-    project = root / "project"
-    shutil.copytree(REPO / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
-    for layer in LAYERS:
-        (project / "data" / layer).mkdir(parents=True)
-    return project
 
 
 def run_ablation_in(project: Path) -> Iterator[Path]:
@@ -55,7 +44,7 @@ def run_ablation_in(project: Path) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project copy after ``kedro run --pipelines ablation --env test`` (shared by the tests)."""
-    yield from run_ablation_in(_project_copy(tmp_path_factory.mktemp("ablation")))
+    yield from run_ablation_in(copy_project(tmp_path_factory.mktemp("ablation")))
 
 
 def _only_version(folder: Path) -> Path:
@@ -100,14 +89,7 @@ def test_ablation_table_csv_and_markdown(ablation: Path) -> None:
 def test_plots_are_png_files(ablation: Path) -> None:
     folder = _only_version(ablation / "data" / "08_reporting" / "ablation_plots")
     names = sorted(p.name for p in folder.iterdir())
-    assert names == [
-        "accuracy_ci.png",
-        "accuracy_vs_gflops.png",
-        "confusion_matrices.png",
-        "robustness.png",
-        "roc_curves.png",
-        "training_curves.png",
-    ]
+    assert names == PLOT_FILES
     assert all((folder / n).read_bytes().startswith(PNG) for n in names)
 
 

@@ -18,7 +18,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tests.pipelines.test_ablation import PNG, _only_version, _project_copy, run_ablation_in
+from tests.pipelines.test_ablation import PNG, _only_version, run_ablation_in
+from tests.project_copy import copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ NAMESPACES = [f"{v}_seed{s}" for v in VARIANTS for s in SEEDS]
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    project = _project_copy(tmp_path_factory.mktemp("seeds"))
+    project = copy_project(tmp_path_factory.mktemp("seeds"))
     params = project / "conf" / "test" / "parameters_ablation.yml"
     text = params.read_text()
     assert "  seeds: [0]\n" in text

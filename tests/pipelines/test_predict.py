@@ -19,6 +19,13 @@ def predict_params(**overrides: object) -> dict:
     return {"predict": {"amp": "off", "num_workers": 0, **overrides}}
 
 
+def run_predict(project: Path, **overrides: object) -> Path:
+    """``kedro run --pipelines predict --namespaces resnet50`` with :func:`predict_params`;
+    returns the run's output folder."""
+    run_kedro(project, ["predict"], namespaces=["resnet50"], params=predict_params(**overrides))
+    return project / "data" / "07_model_output" / "resnet50"
+
+
 @pytest.fixture
 def project_with_model(kedro_project: Path) -> Path:
     """The project copy with a resnet50 checkpoint in the catalog (no training run)."""
@@ -39,13 +46,7 @@ def _folder(root: Path) -> Path:
 
 def test_predict_scores_a_folder_and_lists_unreadable_files(project_with_model: Path) -> None:
     folder = _folder(project_with_model)
-    run_kedro(
-        project_with_model,
-        ["predict"],
-        namespaces=["resnet50"],
-        params=predict_params(input_path=str(folder)),
-    )
-    out = project_with_model / "data" / "07_model_output" / "resnet50"
+    out = run_predict(project_with_model, input_path=str(folder))
 
     predictions = pd.read_csv(out / "predictions.csv")
     assert list(predictions.columns) == ["path", "p_fake", "label"]
@@ -81,27 +82,16 @@ def test_predict_reads_a_list_file(project_with_model: Path) -> None:
     folder = _folder(project_with_model)
     listing = project_with_model / "to_score.txt"
     listing.write_text("new_faces/10.jpg\nnew_faces/broken.jpg\n")
-    run_kedro(
-        project_with_model,
-        ["predict"],
-        namespaces=["resnet50"],
-        params=predict_params(input_path=str(listing)),
-    )
-    out = project_with_model / "data" / "07_model_output" / "resnet50"
+    out = run_predict(project_with_model, input_path=str(listing))
     assert pd.read_csv(out / "predictions.csv")["path"].tolist() == [str(folder / "10.jpg")]
     assert len(pd.read_csv(out / "predict_rejected.csv")) == 1
 
 
 def test_predict_without_input_path_names_the_parameter(project_with_model: Path) -> None:
     with pytest.raises(ValueError, match="predict.input_path is not set"):
-        run_kedro(project_with_model, ["predict"], namespaces=["resnet50"], params=predict_params())
+        run_predict(project_with_model)
     with pytest.raises(FileNotFoundError, match="predict.input_path: .*does not exist"):
-        run_kedro(
-            project_with_model,
-            ["predict"],
-            namespaces=["resnet50"],
-            params=predict_params(input_path="/no/such/folder"),
-        )
+        run_predict(project_with_model, input_path="/no/such/folder")
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_dataset_and_the_fix(kedro_project: Path) -> None:
@@ -110,9 +100,8 @@ def test_a_checkpoint_that_does_not_fit_names_the_dataset_and_the_fix(kedro_proj
         "resnet50.model", fake_checkpoint("se_resnet50", namespace="resnet50")
     )
     folder = _folder(kedro_project)
-    params = predict_params(input_path=str(folder))
     with pytest.raises(ValueError) as err:
-        run_kedro(kedro_project, ["predict"], namespaces=["resnet50"], params=params)
+        run_predict(kedro_project, input_path=str(folder))
     assert str(err.value).startswith(
         "resnet50.model (data/06_models/resnet50/model.pt, latest version): a checkpoint from "
         "another variant: it holds 'se_resnet50', expected 'resnet50'; to score with it, save it "
@@ -121,4 +110,4 @@ def test_a_checkpoint_that_does_not_fit_names_the_dataset_and_the_fix(kedro_proj
     bare = fake_checkpoint("resnet50")["state_dict"]  # a newer version: a plain state dict
     load_catalog(kedro_project).save("resnet50.model", bare)
     with pytest.raises(ValueError, match=r"^resnet50.model \(.*\): not a facescan checkpoint but"):
-        run_kedro(kedro_project, ["predict"], namespaces=["resnet50"], params=params)
+        run_predict(kedro_project, input_path=str(folder))

@@ -12,7 +12,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from facescan.pipelines.reporting import create_pipeline
-from facescan.pipelines.runs import VariantRun, expand_runs
+from facescan.runs import VariantRun, expand_runs
 from tests.evaluation.helpers import LABELS, PATHS, fake_run
 
 
@@ -29,6 +29,15 @@ PARAMETERS = {
     "evaluation": {"bootstrap": {"n_resamples": 100}},
     "training": {"max_epochs": 2},
 }
+#: What ``ablation_plots`` holds (one PNG per figure), sorted; test_ablation.py checks the files.
+PLOT_FILES = [
+    "accuracy_ci.png",
+    "accuracy_vs_gflops.png",
+    "confusion_matrices.png",
+    "robustness.png",
+    "roc_curves.png",
+    "training_curves.png",
+]
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +145,7 @@ def test_markdown_has_the_table_and_the_remarks(outputs) -> None:
 
 def test_plots_are_figures_named_as_png(outputs) -> None:
     plots = outputs["ablation_plots"]
-    assert sorted(plots) == [
-        "accuracy_ci.png",
-        "accuracy_vs_gflops.png",
-        "confusion_matrices.png",
-        "robustness.png",
-        "roc_curves.png",
-        "training_curves.png",
-    ]
+    assert sorted(plots) == PLOT_FILES
     assert all(isinstance(f, Figure) for f in plots.values())
 
 

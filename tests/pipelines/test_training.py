@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facescan.pipelines.runs import VariantRun, expand_runs
+from facescan.checkpoint import CHECKPOINT_FORMAT
 from facescan.pipelines.training import create_pipeline
-from facescan.training import CHECKPOINT_FORMAT
+from facescan.runs import VariantRun, expand_runs
 from tests.conftest import load_catalog, run_kedro
 from tests.training.conftest import make_cache
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
+from facescan.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, model_from_checkpoint
 from facescan.datasets import TorchCheckpointDataset
 from facescan.models import create_model, resolve_options
-from facescan.training import CHECKPOINT_FORMAT, model_from_checkpoint
-from facescan.training.checkpoint import atomic_torch_save
 from tests.conftest import load_catalog
 
 SMALL = {"vit_dim": 32, "vit_depth": 1, "vit_heads": 2, "aspp_channels": 32}

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from facescan.data.loader import build_loader
-from facescan.training import NonFiniteLossError, evaluate, predict_logits, train_one_epoch
+from facescan.evaluation.scoring import predict_logits
+from facescan.training import NonFiniteLossError, evaluate, train_one_epoch
 
 from .conftest import INPUT, TINY_OPTIONS, TinyNet
 

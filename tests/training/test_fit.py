@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from facescan.checkpoint import CHECKPOINT_FORMAT, HISTORY_COLUMNS
 from facescan.training import TrainingDivergedError, class_weight_tensor, fit
-from facescan.training import loop as loop_module
-from facescan.training.checkpoint import CHECKPOINT_FORMAT, HISTORY_COLUMNS
+from facescan.training import trainer as trainer_module
 
 from .conftest import INPUT, TINY_OPTIONS, make_config
 
@@ -54,7 +54,7 @@ def count_epochs(
     before: Callable[[torch.nn.Module, int], None] | None = None,
 ) -> list[int]:
     """Wrap the engine's train_one_epoch: record calls, optionally die in call ``kill_at``."""
-    real = loop_module.train_one_epoch
+    real = trainer_module.train_one_epoch
     calls: list[int] = []
 
     def wrapper(model, *args, **kwargs):
@@ -65,7 +65,7 @@ def count_epochs(
             raise Killed()
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "train_one_epoch", wrapper)
+    monkeypatch.setattr(trainer_module, "train_one_epoch", wrapper)
     return calls
 
 
@@ -218,7 +218,7 @@ def test_early_stopping_fires_at_patience_and_keeps_the_best_epoch(
         i = len(snapshots) - 1
         return {"loss": losses[i], "acc": accs[i], "images": 16}
 
-    monkeypatch.setattr(loop_module, "evaluate", scripted)
+    monkeypatch.setattr(trainer_module, "evaluate", scripted)
     with caplog.at_level(logging.INFO, logger="facescan"):
         ckpt = run(caches, make_config(tmp_path, max_epochs=7, t_max=7, patience=3))
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from facescan.pipelines.runs import VariantRun
-from facescan.training.__main__ import _parse_params, _select_run, main
+from facescan.runs import VariantRun
+from facescan.training.__main__ import _select_run, main, parse_params
 from tests.conftest import load_catalog
 
 from .conftest import make_cache
 
 
 def test_params_parse_like_kedro_run() -> None:
-    assert _parse_params(
+    assert parse_params(
         [
             "training.max_epochs=3,training.lr=1e-3",
             "ablation.variants=[a, b]",
@@ -25,7 +25,7 @@ def test_params_parse_like_kedro_run() -> None:
         "ablation": {"variants": ["a", "b"]},
     }
     with pytest.raises(ValueError, match="--params: expected key=value"):
-        _parse_params(["training.max_epochs"])
+        parse_params(["training.max_epochs"])
 
 
 def test_the_run_is_the_one_kedro_run_would_make() -> None:

@@ -7,7 +7,9 @@ import contextlib
 import pytest
 import torch
 
-from facescan.training import TrainConfig, inference_settings, runtime
+from facescan import runtime
+from facescan.runtime import inference_settings
+from facescan.training import TrainConfig
 
 CPU = torch.device("cpu")
 

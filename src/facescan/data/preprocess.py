@@ -5,8 +5,11 @@ the network then sees a square crop. Doing the bound and the cache size as two r
 resample twice; :func:`fit_to_cache` computes the single equivalent resize with torchvision's
 ``Resize(S, max_size=...)`` rule (shorter side to ``S`` unless that makes the longer side exceed
 ``max_size``) and centre-crops ``S x S`` (torchvision's ``CenterCrop``, which pads with black only
-for aspect ratios beyond ``max_size / S``). Training, evaluation and prediction all go through
-:func:`load_for_cache`, so the pixels a model sees never depend on which pipeline read the file.
+for aspect ratios beyond ``max_size / S``). Where that rule would give a side of 0 pixels (a strip
+thinner than 1 to ``max_size``, which ingestion rejects anyway, see
+:data:`facescan.data.imaging.MAX_ASPECT_RATIO`), the side is kept at 1 pixel instead of failing.
+Training, evaluation and prediction all go through :func:`load_for_cache`, so the pixels a model
+sees never depend on which pipeline read the file.
 
 :func:`stream_images` decodes a list of files in a bounded thread pool (Pillow releases the GIL
 while decoding and resampling) and yields arrays in input order; at most ``2 * threads`` decoded
@@ -89,10 +92,27 @@ def fit_to_cache(img: Image.Image, cache_size: int, max_size: int) -> np.ndarray
     check_cache_params(cache_size, max_size)
     if img.mode != "RGB":
         raise ValueError(f"fit_to_cache expects an RGB image, got mode {img.mode!r}")
-    resized = F.resize(img, [cache_size], interpolation=RESAMPLE, max_size=max_size)
+    size = _degenerate_resize(img.width, img.height, cache_size, max_size)
+    if size is None:
+        resized = F.resize(img, [cache_size], interpolation=RESAMPLE, max_size=max_size)
+    else:
+        resized = F.resize(img, size, interpolation=RESAMPLE)
     square = F.center_crop(resized, [cache_size, cache_size])
     # (S, S, 3) -> (3, S, S), the layout torch reads without a copy.
     return np.ascontiguousarray(np.asarray(square, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def _degenerate_resize(width: int, height: int, cache_size: int, max_size: int) -> list[int] | None:
+    """``[h, w]`` with the shorter side at 1 px where ``Resize(S, max_size)`` gives 0; else None.
+
+    The rule is torchvision's: shorter side to ``S``, longer side in proportion, and when that
+    exceeds ``max_size``, longer side ``max_size`` and shorter side ``int(max_size * S / longer)``.
+    """
+    short, long = min(width, height), max(width, height)
+    new_long = int(cache_size * long / short)
+    if new_long <= max_size or int(max_size * cache_size / new_long) >= 1:
+        return None
+    return [max_size, 1] if width <= height else [1, max_size]
 
 
 def load_for_cache(
@@ -100,6 +120,7 @@ def load_for_cache(
     cache_size: int,
     max_size: int,
     background: Sequence[int] = (255, 255, 255),
+    max_aspect_ratio: float | None = None,
 ) -> np.ndarray:
     """Decode an image file (JPEG at reduced scale where possible) and fit it to the cache.
 
@@ -112,6 +133,9 @@ def load_for_cache(
         cache_size: side ``S`` of the output square.
         max_size: bound on the longer side of the resized image.
         background: RGB colour under transparent pixels.
+        max_aspect_ratio: refuse images more elongated than this (``extreme aspect ratio``), as
+            ingestion does; ``predict`` passes :data:`facescan.data.imaging.MAX_ASPECT_RATIO`.
+            None (preprocessing files that ingestion already checked) accepts any shape.
 
     Returns:
         ``uint8`` array ``(3, S, S)``.
@@ -120,7 +144,12 @@ def load_for_cache(
         FileNotFoundError: the file is missing.
         facescan.data.imaging.ImageDecodeError: the file cannot be decoded (its message names it).
     """
-    img = open_rgb(path, background=tuple(background), draft_size=cache_size)
+    img = open_rgb(
+        path,
+        background=tuple(background),
+        draft_size=cache_size,
+        max_aspect_ratio=max_aspect_ratio,
+    )
     return fit_to_cache(img, cache_size, max_size)
 
 
@@ -186,7 +215,8 @@ def stream_images(
 
     Raises:
         FileNotFoundError: naming a file that disappeared since ingestion.
-        ValueError: naming a file that no longer decodes (changed since ingestion).
+        ValueError: naming a file that no longer decodes (changed since ingestion), or any other
+            failure while reading or fitting one file.
     """
     check_cache_params(cache_size, max_size)
     colour = check_background(background, "data.background")
@@ -209,4 +239,11 @@ def _load_checked(
         raise ValueError(
             f"{path}: cannot be decoded any more ({err.reason}); it changed since ingestion "
             "checked it, re-run ingestion"
+        ) from err
+    except MemoryError:
+        raise
+    except Exception as err:  # an I/O error, or anything Pillow or torchvision raises
+        raise ValueError(
+            f"{path}: cannot be cached ({type(err).__name__}: {err}); replace or remove the "
+            "file in the source and re-run ingestion"
         ) from err

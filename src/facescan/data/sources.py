@@ -37,7 +37,12 @@ _EXTENSIONS = ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
 
 
 class Reason:
-    """The rejection reasons written to ``rejected_images`` (one short, stable text each)."""
+    """The rejection reasons written to ``rejected_images`` (one short, stable text each).
+
+    ``too large`` is written with the file's size and the cap in parentheses, e.g.
+    ``too large (61000000 bytes > data.max_file_bytes = 50000000)``; counts per reason group on the
+    text before the parentheses.
+    """
 
     NOT_AN_IMAGE = "not an image"
     ZERO_BYTES = "zero bytes"
@@ -45,6 +50,9 @@ class Reason:
     CORRUPT = "corrupt file"
     BOMB = "decompression bomb"
     UNSUPPORTED_MODE = "unsupported mode"
+    UNSUPPORTED_FORMAT = "unsupported format"
+    EXTREME_ASPECT_RATIO = "extreme aspect ratio"
+    TOO_LARGE = "too large"
     UNREADABLE = "unreadable file"
     TOO_SMALL = "too small"
     MACOS_METADATA = "macOS metadata file"

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,13 @@ CLASS_DIRS: dict[int, str] = {0: "real", 1: "fake"}
 #: Bumped whenever the generator's output changes, so stale folders are regenerated.
 GENERATOR_VERSION = 3
 _STAMP = ".facescan_synthetic.json"
+# The only names this generator writes (see _expected_files: f"{class}/{k:05d}.jpg"), so the only
+# names in a stamp it will ever remove: a class folder, then five digits or more without padding.
+_OWN_NAME = re.compile(
+    "(?:"
+    + "|".join(re.escape(d) for d in CLASS_DIRS.values())
+    + r")/(?:[0-9]{5}|[1-9][0-9]{5,})\.jpg"
+)
 # Calibration. Ranges are (low, high) of a uniform draw per image. Measured effects: docs/data.md.
 _LENS = (0.4, 0.8)  # real: lens blur sigma in pixels ...
 _LENS_D = 0.5  # ... plus this times the difficulty
@@ -479,11 +487,27 @@ def _expected_files(spec: SyntheticSpec) -> list[str]:
     ]
 
 
+def _own_name(name: object) -> bool:
+    """True for a name :func:`_expected_files` can produce (``real|fake/NNNNN.jpg``)."""
+    return isinstance(name, str) and _OWN_NAME.fullmatch(name) is not None
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """``root / name`` when its folder resolves to that class folder of ``root``, else None."""
+    path = root / name
+    try:
+        folder = path.parent.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return None
+    return path if folder == root / path.parent.name else None
+
+
 def _read_stamp(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        stamp = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def _write_stamp(path: Path, content: dict) -> None:
@@ -521,7 +545,9 @@ def generate_synthetic(output_dir: str | Path, spec: SyntheticSpec, progress: bo
         logger.info("Synthetic data set up to date in %s (%d images)", root, len(names))
         return root
 
-    previous = [n for n in stamp.get("files", []) if isinstance(n, str)]
+    files = stamp.get("files", [])
+    # A stamp is only a hint: keep the names this generator could have written, nothing else.
+    previous = [n for n in (files if isinstance(files, list) else []) if _own_name(n)]
     root.mkdir(parents=True, exist_ok=True)
     for sub in CLASS_DIRS.values():
         (root / sub).mkdir(exist_ok=True)
@@ -541,9 +567,18 @@ def generate_synthetic(output_dir: str | Path, spec: SyntheticSpec, progress: bo
         os.replace(tmp, target)
     keep = set(names)
     for name in previous:
-        # Only plain names this generator could have written; never follow anything else.
-        if name not in keep and "/" in name and ".." not in name:
-            (root / name).unlink(missing_ok=True)
+        if name in keep:
+            continue
+        path = _inside(root, name)
+        if path is None:
+            logger.warning(
+                "Left %s in place: its folder now leads out of %s; delete it yourself if it is a "
+                "stale synthetic image",
+                name,
+                root,
+            )
+            continue
+        path.unlink(missing_ok=True)  # unlink removes a link itself, never what it points to
     _write_stamp(stamp_path, {"complete": True, "spec": wanted, "files": names})
     logger.info(
         "Generated %d synthetic images (%d real, %d fake, %d px, difficulty %.2f) in %s",

@@ -6,6 +6,11 @@ Produces the two ingestion tables:
   ``height`` (after EXIF orientation), ``format``, ``mode`` (the file's own Pillow mode), ``bytes``,
   ``sha256``; one row per accepted file, sorted by path;
 * the rejections: ``path``, ``reason`` (a :class:`facescan.data.sources.Reason`), sorted by path.
+
+Each file is hashed in chunks and decoded from its handle (never read whole into memory); a file
+above ``data.max_file_bytes`` is rejected from its size before any byte is read, and an image whose
+longer side exceeds :data:`facescan.data.imaging.MAX_ASPECT_RATIO` times its shorter side is
+rejected as ``extreme aspect ratio``.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image
 
-from facescan.data.imaging import ImageDecodeError, ImageInfo, inspect_image
+from facescan.data.imaging import (
+    DEFAULT_MAX_FILE_BYTES,
+    MAX_ASPECT_RATIO,
+    ImageDecodeError,
+    ImageInfo,
+    inspect_image,
+)
 from facescan.data.sources import Candidate, Reason
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "REJECTED_COLUMNS",
     "check_candidates",
+    "check_max_file_bytes",
     "require_usable",
     "summarise",
 ]
@@ -53,12 +66,20 @@ _PARALLEL_MIN_FILES = 64
 _PROGRESS_MIN_FILES = 500
 
 
-def _inspect(path: Path, background: tuple[int, int, int]) -> ImageInfo | str:
+def _inspect(
+    path: Path,
+    background: tuple[int, int, int],
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+) -> ImageInfo | str:
     """ImageInfo of a file, or the reason it is rejected."""
     try:
-        info, _ = inspect_image(path, background)
+        info, _ = inspect_image(
+            path, background, max_file_bytes=max_file_bytes, max_aspect_ratio=MAX_ASPECT_RATIO
+        )
     except ImageDecodeError as err:
         logger.debug("Rejected %s", err)
+        if err.reason == Reason.TOO_LARGE:  # the size and the parameter that sets the cap
+            return f"{err.reason} ({err.detail})"
         return err.reason
     except FileNotFoundError:  # removed while we were reading the folder
         return Reason.MISSING_FILE
@@ -68,7 +89,11 @@ def _inspect(path: Path, background: tuple[int, int, int]) -> ImageInfo | str:
 
 
 def _inspect_all(
-    paths: Sequence[Path], background: tuple[int, int, int], workers: int, progress: bool
+    paths: Sequence[Path],
+    background: tuple[int, int, int],
+    workers: int,
+    progress: bool,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> list[ImageInfo | str]:
     from tqdm.auto import tqdm
 
@@ -86,12 +111,15 @@ def _inspect_all(
         if workers <= 1 or len(paths) < _PARALLEL_MIN_FILES:
             results = []
             for p in paths:
-                results.append(_inspect(p, background))
+                results.append(_inspect(p, background, max_file_bytes))
                 bar.update()
             return results
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = []
-            for r in pool.map(_inspect, paths, [background] * len(paths)):  # keeps the order
+            jobs = pool.map(  # keeps the order
+                _inspect, paths, [background] * len(paths), [max_file_bytes] * len(paths)
+            )
+            for r in jobs:
                 results.append(r)
                 bar.update()
             return results
@@ -106,6 +134,20 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
+def check_max_file_bytes(value: Any) -> int | None:
+    """Validate ``data.max_file_bytes``: a positive number of bytes, or None for no cap.
+
+    Raises:
+        ValueError: naming ``data.max_file_bytes`` and the values it takes.
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(
+            f"data.max_file_bytes must be a positive integer (bytes) or null for no cap, got "
+            f"{value!r}; e.g. --params data.max_file_bytes=50000000"
+        )
+    return value
+
+
 def check_candidates(
     candidates: Iterable[Candidate],
     source: str,
@@ -113,14 +155,17 @@ def check_candidates(
     background: tuple[int, int, int] = (255, 255, 255),
     workers: int | None = None,
     progress: bool = True,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode every candidate and build the manifest and the rejections.
 
-    A file is rejected when it cannot be decoded (reason from :class:`ImageDecodeError`), when its
-    shorter side is below ``min_side``, or when its exact content (SHA-256) appears under both labels
-    (every copy is rejected: such a file would leak between splits or teach both answers). Copies of
-    one content under one label collapse to the first path; the others are rejected as
-    ``duplicate``. Each distinct file is read once, even when it is listed twice.
+    A file is rejected when it is larger than ``max_file_bytes`` (before it is read), when it cannot
+    be decoded or is not a JPEG, PNG, WebP or BMP (reason from :class:`ImageDecodeError`), when its
+    sides are more unequal than :data:`~facescan.data.imaging.MAX_ASPECT_RATIO` allows, when its
+    shorter side is below ``min_side``, or when its exact content (SHA-256) appears under both
+    labels (every copy is rejected: such a file would leak between splits or teach both answers).
+    Copies of one content under one label collapse to the first path; the others are rejected as
+    ``duplicate``. Each distinct file is checked once, even when it is listed twice.
 
     Args:
         candidates: files from a source; those with a ``reason`` are rejected as is.
@@ -129,10 +174,15 @@ def check_candidates(
         background: RGB colour under transparent pixels (decoding check only).
         workers: decoding threads; None = :func:`default_workers`.
         progress: show a progress bar on large inputs.
+        max_file_bytes: largest accepted file in bytes (``data.max_file_bytes``); None = no cap.
 
     Returns:
         ``(manifest, rejected)`` DataFrames (see the module docstring).
+
+    Raises:
+        ValueError: naming ``data.max_file_bytes`` when it is neither a positive integer nor None.
     """
+    max_file_bytes = check_max_file_bytes(max_file_bytes)
     candidates = list(candidates)
     rejected: list[tuple[str, str]] = [
         (c.path.as_posix(), c.reason) for c in candidates if c.reason is not None
@@ -140,7 +190,11 @@ def check_candidates(
     labelled = [c for c in candidates if c.reason is None]
     unique_paths = sorted({c.path for c in labelled}, key=str)
     results = _inspect_all(
-        unique_paths, background, default_workers() if workers is None else workers, progress
+        unique_paths,
+        background,
+        default_workers() if workers is None else workers,
+        progress,
+        max_file_bytes,
     )
     by_path = dict(zip(unique_paths, results, strict=True))
 
@@ -197,9 +251,13 @@ def check_candidates(
 def summarise(
     manifest: pd.DataFrame, rejected: pd.DataFrame
 ) -> tuple[dict[int, int], dict[str, int]]:
-    """Accepted files per label (0 and 1 always present) and rejected files per reason."""
+    """Accepted files per label (0 and 1 always present) and rejected files per reason.
+
+    A reason written with details in parentheses (``too large (... bytes ...)``) counts under its
+    text before them.
+    """
     per_label = {0: 0, 1: 0} | {int(k): int(v) for k, v in manifest["label"].value_counts().items()}
-    per_reason = dict(Counter(rejected["reason"]).most_common())
+    per_reason = dict(Counter(str(r).split(" (", 1)[0] for r in rejected["reason"]).most_common())
     return per_label, per_reason
 
 
@@ -255,6 +313,8 @@ def require_usable(
     if Reason.TOO_SMALL in per_reason:
         fix += f" (data.min_side{f' = {min_side}' if min_side is not None else ''} sets the "
         fix += "smallest accepted side)"
+    if Reason.TOO_LARGE in per_reason:
+        fix += " (data.max_file_bytes sets the largest accepted file; null = no cap)"
     raise ValueError(
         f"{param}: {problem} in {where} (accepted {counts}; "
         f"{len(rejected)} file(s) rejected: {reasons}; e.g. {', '.join(shown[:examples])}); {fix}"

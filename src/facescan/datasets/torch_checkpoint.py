@@ -1,4 +1,4 @@
-"""Kedro dataset of a facescan checkpoint dict (see :mod:`facescan.training.checkpoint`)."""
+"""Kedro dataset of a facescan checkpoint dict (see :mod:`facescan.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
-from facescan.training.checkpoint import atomic_torch_save
+from facescan.checkpoint import atomic_torch_save
 
 __all__ = ["TorchCheckpointDataset"]
 

@@ -3,15 +3,15 @@
 Both paths use the same deterministic pixels: files go through
 :func:`facescan.data.preprocess.load_for_cache` (the one decode + resize + centre crop that built the
 caches) and then :func:`facescan.data.transforms.eval_transform`, so a file scored by ``predict``
-gets the score its cached copy gets in ``evaluation``. The forward pass is the training engine's
-:func:`facescan.training.engine.predict_logits`.
+gets the score its cached copy gets in ``evaluation``. The forward pass is :func:`predict_logits`,
+under the same autocast (:mod:`facescan.runtime`) as training's validation.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from facescan.checkpoint import catalog_source, model_from_checkpoint
 from facescan.data.imaging import SUPPORTED_EXTENSIONS, ImageDecodeError
 from facescan.data.loader import build_loader, default_num_workers
 from facescan.data.preprocess import load_for_cache
 from facescan.data.transforms import eval_transform
 from facescan.evaluation.metrics import classification_metrics, p_fake_from_logits, predict_labels
 from facescan.evaluation.stats import bootstrap_ci
-from facescan.training.checkpoint import catalog_source, model_from_checkpoint
-from facescan.training.engine import predict_logits
+from facescan.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,51 @@ __all__ = [
     "list_image_files",
     "load_model",
     "load_run_model",
+    "predict_logits",
     "resolve_num_workers",
     "score_cache",
     "score_files",
     "summarise_scores",
 ]
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of every image, in the loader's order (one process scores the whole set).
+
+    Args:
+        model: the classifier, on ``device``.
+        loader: yields ``(images, labels)`` in a fixed order (no shuffling).
+        device: where ``model`` lives.
+        amp_dtype: autocast dtype, or None for float32.
+        channels_last: move images in channels-last memory format.
+
+    Returns:
+        ``(logits float32 (N, C), labels int64 (N,))``.
+    """
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    logits_parts: list[np.ndarray] = []
+    label_parts: list[np.ndarray] = []
+    for images, targets in loader:
+        images = images.to(device, non_blocking=device.type == "cuda", memory_format=memory_format)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        logits_parts.append(logits.float().cpu().numpy())
+        label_parts.append(np.asarray(targets, dtype=np.int64))
+    if not logits_parts:
+        return np.zeros((0, 2), dtype=np.float32), np.zeros((0,), dtype=np.int64)
+    return (
+        np.concatenate(logits_parts).astype(np.float32, copy=False),
+        np.concatenate(label_parts).astype(np.int64, copy=False),
+    )
 
 
 @dataclass
@@ -170,6 +210,11 @@ def list_image_files(
     read against the list file's folder. Folders yield files with a supported extension
     (case-insensitive), skipping hidden files and macOS ``._*`` resource forks, sorted.
 
+    Paths keep the names they are given: made absolute and normalised (``a/../b`` is ``b``) but
+    symbolic links are not resolved, so a file ``1001.jpg`` linking to a content-addressed blob
+    (git-annex, DVC) stays ``1001.jpg`` (its submission ID is ``1001``) and two names linking to one
+    file stay two entries.
+
     Args:
         input_path: the folder or list file.
         name: the parameter to name in errors.
@@ -181,6 +226,11 @@ def list_image_files(
         ValueError: when ``input_path`` is not set.
         FileNotFoundError: naming ``name`` when the path does not exist, or it lists nothing.
     """
+    import os  # local: the module's imports are edited elsewhere
+
+    def as_given(p: Path) -> str:
+        return Path(os.path.abspath(p)).as_posix()
+
     if input_path is None or str(input_path).strip() == "":
         raise ValueError(
             f"{name} is not set: pass a folder of images or a text file listing them, e.g. "
@@ -191,7 +241,7 @@ def list_image_files(
         raise FileNotFoundError(f"{name}: {root} does not exist (a folder or a list file)")
     if root.is_dir():
         files = sorted(
-            p.resolve().as_posix()
+            as_given(p)
             for p in root.rglob("*")
             if p.is_file()
             and p.suffix.lower() in SUPPORTED_EXTENSIONS
@@ -205,7 +255,7 @@ def list_image_files(
             if not line or line.startswith("#"):
                 continue
             p = Path(line).expanduser()
-            files.append((p if p.is_absolute() else root.parent / p).resolve().as_posix())
+            files.append(as_given(p if p.is_absolute() else root.parent / p))
         files = list(dict.fromkeys(files))  # keep the listed order, drop repeats
         what = f"{root} lists no files"
     if not files:
@@ -216,8 +266,10 @@ def list_image_files(
 class ImageFileDataset(Dataset[tuple[torch.Tensor, int, str]]):
     """Image files decoded exactly as the caches were, then the evaluation transform.
 
-    An unreadable file does not stop the run: its item carries a zero image and the reason, and
-    the scorer leaves it out.
+    An unreadable or unusable file does not stop the run: its item carries a zero image and the
+    reason, and the scorer leaves it out. Files are held to ingestion's rules: only JPEG, PNG,
+    WebP and BMP content is decoded, and images more elongated than
+    :data:`facescan.data.imaging.MAX_ASPECT_RATIO` are skipped (``extreme aspect ratio``).
 
     Args:
         paths: the files.
@@ -248,16 +300,27 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, int, str]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         """Return ``(image (3, s, s) float32, index, reason)``; ``reason`` is "" when readable."""
+        from facescan.data.imaging import MAX_ASPECT_RATIO  # local: module imports edited elsewhere
+
         path = self.paths[index]
         try:
-            pixels = load_for_cache(path, self.cache_size, self.max_size, self.background)
+            pixels = load_for_cache(
+                path,
+                self.cache_size,
+                self.max_size,
+                self.background,
+                max_aspect_ratio=MAX_ASPECT_RATIO,
+            )
+            image = self.transform(torch.from_numpy(pixels))
         except ImageDecodeError as err:
             return self._blank(), index, err.reason
         except FileNotFoundError:
             return self._blank(), index, "missing file"
         except OSError as err:  # e.g. permission denied, I/O error on a network disk
             return self._blank(), index, f"unreadable file ({err.__class__.__name__})"
-        return self.transform(torch.from_numpy(pixels)), index, ""
+        except (ValueError, RuntimeError) as err:  # anything Pillow or torchvision may raise
+            return self._blank(), index, f"unusable image ({err.__class__.__name__}: {err})"
+        return image, index, ""
 
     def _blank(self) -> torch.Tensor:
         return torch.zeros(3, self.input_size, self.input_size)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from facescan.models.classifier import FaceScanNet
 from facescan.models.pretrained import load_resnet50_weights
-from facescan.models.variants import resolve_options
+from facescan.models.variants import ModelOptions, resolve_options
 
 
 def create_model(
     name_or_options: str | Mapping[str, Any],
     *,
     custom_variants: Mapping[str, Mapping[str, Any]] | None = None,
+    pretrained: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> FaceScanNet:
     """Build a variant, optionally initialised from local ImageNet weights.
@@ -22,21 +24,23 @@ def create_model(
         name_or_options: a variant key (:func:`~facescan.models.list_variants` or
             ``custom_variants``) or an option dict (optionally with ``base: <key>``).
         custom_variants: user variants (``ablation.custom_variants``).
+        pretrained: a torchvision resnet50 state dict to start the trunk from (``model.pretrained``,
+            ImageNet); None = random initialisation. How the weights start, not an architecture
+            option: it is kept in ``model.pretrained``, not in ``model.options``.
         **overrides: options on top; None values are ignored (see
             :func:`~facescan.models.resolve_options`).
 
     Returns:
-        The model, with the resolved option dict in ``model.options``. To rebuild the architecture
-        from saved options without reading the weights file again, pass
-        ``{**options, "pretrained": None}``.
+        The model, with the resolved option dict in ``model.options`` and ``pretrained`` in
+        ``model.pretrained``.
 
     Raises:
         ValueError: for unknown variants or bad options, or an unusable ``pretrained`` file.
         FileNotFoundError: if ``pretrained`` names a missing file.
     """
     options = resolve_options(name_or_options, custom_variants, **overrides)
-    model = FaceScanNet(**{k: v for k, v in options.items() if k != "pretrained"})
-    if options["pretrained"] is not None:
-        load_resnet50_weights(model, options["pretrained"])
-    model.options = options
+    model = FaceScanNet(ModelOptions(**options))
+    model.pretrained = None if pretrained is None else os.fspath(pretrained)
+    if model.pretrained is not None:
+        load_resnet50_weights(model, model.pretrained)
     return model

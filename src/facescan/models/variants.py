@@ -9,74 +9,149 @@ A variant is a partial dict over :data:`DEFAULT_OPTIONS`. Users add variants in 
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
-#: Every option, with its default (sizes from the authors' code).
-DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(
-    {
-        "se": False,
-        "se_reduction": 16,
-        "dilated": False,
-        "dilation_rates": [2, 4],
-        "aspp": False,
-        "aspp_rates": [3, 5, 7],
-        "aspp_channels": 256,
-        "vit": None,
-        "cross_scan": False,
-        "vit_dim": 512,
-        "vit_depth": 4,
-        "vit_heads": 8,
-        "vit_mlp_ratio": 4.0,
-        "vit_dropout": 0.1,
-        "vit_attention_dropout": 0.0,
-        "mid_patch_size": 1,
-        "tail_patch_size": 2,
-        "num_classes": 2,
-        "zero_init_residual": True,
-        "vit_init": "timm",
-        "head_norm": True,
-        "zero_init_head": True,
-        "pretrained": None,
-    }
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-#: What each option means (used in error messages and docs/model.md).
-OPTION_HELP: Mapping[str, str] = MappingProxyType(
-    {
-        "se": "squeeze-and-excitation in every bottleneck (torchvision.ops.SqueezeExcitation)",
-        "se_reduction": "SE ratio of the bottlenecks and of FeatureFusion",
-        "dilated": "layer3 and layer4 dilated instead of strided (output stride 8, not 32)",
-        "dilation_rates": "dilation of layer3 and layer4 when dilated (torchvision's [2, 4])",
-        "aspp": "ASPP after layer4",
-        "aspp_rates": "dilation rates of ASPP's 3x3 branches",
-        "aspp_channels": "ASPP output channels",
-        "vit": "ViT placement: null, mid (between layer3 and layer4) or tail (after layer4/ASPP)",
-        "cross_scan": "tail ViT reads the 4 Cross Scan directions; FeatureFusion merges them",
-        "vit_dim": "token width (a multiple of 4 and of vit_heads)",
-        "vit_depth": "transformer blocks",
-        "vit_heads": "attention heads",
-        "vit_mlp_ratio": "MLP hidden width / vit_dim",
-        "vit_dropout": "transformer dropout (block outputs, MLP), in [0, 1)",
-        "vit_attention_dropout": "dropout on the attention weights, in [0, 1) (> 0 is slow on CPUs)",
-        "mid_patch_size": "patch side of the mid ViT's embedding convolution",
-        "tail_patch_size": "patch side of the tail ViT's embedding convolution",
-        "num_classes": "outputs (2: real 0 / fake 1)",
-        "zero_init_residual": "each bottleneck's last BN starts at 0, so every residual block "
-        "starts as the identity (torchvision's zero_init_residual; Goyal et al. 2017)",
-        "vit_init": "transformer initialisation: timm (ViT/DeiT/timm: normal std 0.02 truncated at 2 std "
-        "for every linear map and the attention projections, zero biases, LayerNorm 1/0) or "
-        "torch (PyTorch's layer defaults, as the authors' code)",
-        "head_norm": "LayerNorm on the pooled features before the classifier when the tail is a "
+
+def _check(test: Callable[[Any], bool], expected: str) -> Any:
+    def check(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(f"must be {expected}")
+        return list(value) if isinstance(value, tuple) else value
+
+    return BeforeValidator(check)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_Bool = Annotated[bool, _check(lambda v: isinstance(v, bool), "true or false")]
+_Int = Annotated[int, _check(_is_int, "a positive integer")]
+_Float = Annotated[float, _check(lambda v: _is_number(v) and v > 0, "a positive number")]
+_Dropout = Annotated[float, _check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")]
+_Ints = Annotated[
+    list[_Int],
+    _check(
+        lambda v: isinstance(v, list | tuple) and len(v) > 0,
+        "a non-empty list of positive integers",
+    ),
+]
+
+
+class ModelOptions(BaseModel):
+    """Every architecture option of :class:`~facescan.models.classifier.FaceScanNet`: its default
+    (sizes from the authors' code), its meaning (error messages, docs/model.md's table) and its
+    checks, in one place. How the weights start (``model.pretrained``) is not an option of the
+    architecture: :func:`~facescan.models.create_model` takes it apart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    se: _Bool = Field(
+        False,
+        description="squeeze-and-excitation in every bottleneck (torchvision.ops.SqueezeExcitation)",
+    )
+    se_reduction: _Int = Field(16, description="SE ratio of the bottlenecks and of FeatureFusion")
+    dilated: _Bool = Field(
+        False, description="layer3 and layer4 dilated instead of strided (output stride 8, not 32)"
+    )
+    dilation_rates: _Ints = Field(
+        [2, 4], description="dilation of layer3 and layer4 when dilated (torchvision's [2, 4])"
+    )
+    aspp: _Bool = Field(False, description="ASPP after layer4")
+    aspp_rates: _Ints = Field([3, 5, 7], description="dilation rates of ASPP's 3x3 branches")
+    aspp_channels: _Int = Field(256, description="ASPP output channels")
+    vit: Annotated[
+        str | None, _check(lambda v: v in (None, "mid", "tail"), "null, 'mid' or 'tail'")
+    ] = Field(
+        None,
+        description="ViT placement: null, mid (between layer3 and layer4) or tail (after "
+        "layer4/ASPP)",
+    )
+    cross_scan: _Bool = Field(
+        False, description="tail ViT reads the 4 Cross Scan directions; FeatureFusion merges them"
+    )
+    vit_dim: _Int = Field(512, description="token width (a multiple of 4 and of vit_heads)")
+    vit_depth: _Int = Field(4, description="transformer blocks")
+    vit_heads: _Int = Field(8, description="attention heads")
+    vit_mlp_ratio: _Float = Field(4.0, description="MLP hidden width / vit_dim")
+    vit_dropout: _Dropout = Field(
+        0.1, description="transformer dropout (block outputs, MLP), in [0, 1)"
+    )
+    vit_attention_dropout: _Dropout = Field(
+        0.0, description="dropout on the attention weights, in [0, 1) (> 0 is slow on CPUs)"
+    )
+    mid_patch_size: _Int = Field(1, description="patch side of the mid ViT's embedding convolution")
+    tail_patch_size: _Int = Field(
+        2, description="patch side of the tail ViT's embedding convolution"
+    )
+    num_classes: _Int = Field(2, description="outputs (2: real 0 / fake 1)")
+    zero_init_residual: _Bool = Field(
+        True,
+        description="each bottleneck's last BN starts at 0, so every residual block starts as the "
+        "identity (torchvision's zero_init_residual; Goyal et al. 2017)",
+    )
+    vit_init: Annotated[str, _check(lambda v: v in ("timm", "torch"), "'timm' or 'torch'")] = Field(
+        "timm",
+        description="transformer initialisation: timm (ViT/DeiT/timm: normal std 0.02 truncated "
+        "at 2 std for every linear map and the attention projections, zero biases, LayerNorm "
+        "1/0) or torch (PyTorch's layer defaults, as the authors' code)",
+    )
+    head_norm: _Bool = Field(
+        True,
+        description="LayerNorm on the pooled features before the classifier when the tail is a "
         "ViT (timm's fc_norm): FeatureFusion's sum of four directions reaches the classifier at "
         "unit scale; no effect on CNN tails",
-        "zero_init_head": "the classifier starts at zero weights and bias (every image p_fake 0.5, "
+    )
+    zero_init_head: _Bool = Field(
+        True,
+        description="the classifier starts at zero weights and bias (every image p_fake 0.5, "
         "loss ln 2), as timm's ViT head; false = PyTorch's Linear default",
-        "pretrained": "path to a torchvision resnet50 state dict (ImageNet init); null = random",
-    }
+    )
+
+    @model_validator(mode="after")
+    def _across_options(self) -> ModelOptions:
+        if self.cross_scan and self.vit != "tail":
+            raise ValueError(
+                "cross_scan: true needs vit: tail (Cross Scan feeds the tail ViT), "
+                f"got vit: {self.vit!r}"
+            )
+        dim, heads = self.vit_dim, self.vit_heads
+        if dim % 4 or dim % heads:
+            raise ValueError(
+                f"vit_dim must be a multiple of 4 (sin-cos positions) and of vit_heads ({heads}), "
+                f"got {dim}"
+            )
+        if round(dim * self.vit_mlp_ratio) < 1:
+            raise ValueError("vit_dim * vit_mlp_ratio must be at least 1")
+        if self.se_reduction > 256:  # layer1's 256 channels are the fewest an SE block sees
+            raise ValueError(f"se_reduction must be at most 256, got {self.se_reduction}")
+        if self.cross_scan and self.se_reduction > 4 * dim:
+            raise ValueError(
+                f"se_reduction ({self.se_reduction}) must not exceed FeatureFusion's 4 * vit_dim "
+                f"({4 * dim})"
+            )
+        if len(self.dilation_rates) != 2:
+            raise ValueError(
+                f"dilation_rates must list 2 rates (layer3, layer4), got {self.dilation_rates!r}"
+            )
+        return self
+
+
+#: Every option with its default, and what each means (views of :class:`ModelOptions`).
+DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(
+    {name: field.default for name, field in ModelOptions.model_fields.items()}
+)
+OPTION_HELP: Mapping[str, str] = MappingProxyType(
+    {name: str(field.description) for name, field in ModelOptions.model_fields.items()}
 )
 
 _SE: dict[str, Any] = {"se": True}
@@ -129,7 +204,7 @@ def resolve_options(
 
     Precedence, lowest first: :data:`DEFAULT_OPTIONS`, the ``base`` variant (recursively), the
     variant's own options, then ``overrides``. Overrides whose value is None are ignored, so a
-    Kedro ``model:`` parameter block with ``pretrained: null`` can be passed as ``**overrides``
+    Kedro ``model:`` parameter block with ``vit_dim: null`` can be passed as ``**overrides``
     (to switch a resolved option back to null, put it in the option dict instead).
 
     Args:
@@ -139,8 +214,8 @@ def resolve_options(
         **overrides: options applied on top (e.g. ``vit_dim=32`` in tests).
 
     Returns:
-        A new dict with every key of :data:`DEFAULT_OPTIONS`; lists, not tuples, and ``pretrained``
-        as a string, so it is JSON-serialisable.
+        A new dict with every key of :data:`DEFAULT_OPTIONS`; lists, not tuples, so it is
+        JSON-serialisable.
 
     Raises:
         ValueError: for an unknown variant (listing the valid ones), an unknown option key (listing
@@ -263,111 +338,16 @@ def _validate(options: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: unknown option(s) {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(DEFAULT_OPTIONS)} (and 'base' in an option dict)"
         )
-    resolved = {key: _CHECKS[key](key, options[key], where) for key in DEFAULT_OPTIONS}
-
-    if resolved["cross_scan"] and resolved["vit"] != "tail":
-        raise ValueError(
-            f"{where}: cross_scan: true needs vit: tail (Cross Scan feeds the tail ViT), "
-            f"got vit: {resolved['vit']!r}"
-        )
-    dim, heads = resolved["vit_dim"], resolved["vit_heads"]
-    if dim % 4 or dim % heads:
-        raise ValueError(
-            f"{where}: vit_dim must be a multiple of 4 (sin-cos positions) and of vit_heads "
-            f"({heads}), got {dim}"
-        )
-    if round(dim * resolved["vit_mlp_ratio"]) < 1:
-        raise ValueError(f"{where}: vit_dim * vit_mlp_ratio must be at least 1")
-    reduction = resolved["se_reduction"]
-    if reduction > 256:  # layer1's 256 channels are the fewest an SE block sees
-        raise ValueError(f"{where}: se_reduction must be at most 256, got {reduction}")
-    if resolved["cross_scan"] and reduction > 4 * dim:
-        raise ValueError(
-            f"{where}: se_reduction ({reduction}) must not exceed FeatureFusion's 4 * vit_dim "
-            f"({4 * dim})"
-        )
-    if len(resolved["dilation_rates"]) != 2:
-        raise ValueError(
-            f"{where}: dilation_rates must list 2 rates (layer3, layer4), "
-            f"got {resolved['dilation_rates']!r}"
-        )
-    return resolved
-
-
-def _bool(key: str, value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: {key} must be true or false, got {value!r}")
-    return value
-
-
-def _positive_int(key: str, value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where}: {key} must be a positive integer, got {value!r}")
-    return value
-
-
-def _positive_float(key: str, value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{where}: {key} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _dropout(key: str, value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ValueError(f"{where}: {key} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _int_list(key: str, value: Any, where: str) -> list[int]:
-    if not isinstance(value, list | tuple) or not value:
-        raise ValueError(
-            f"{where}: {key} must be a non-empty list of positive integers, got {value!r}"
-        )
-    return [_positive_int(f"{key}[{i}]", v, where) for i, v in enumerate(value)]
-
-
-def _vit(key: str, value: Any, where: str) -> str | None:
-    if value not in (None, "mid", "tail"):
-        raise ValueError(f"{where}: {key} must be null, 'mid' or 'tail', got {value!r}")
-    return value
-
-
-def _vit_init(key: str, value: Any, where: str) -> str:
-    if value not in ("timm", "torch"):
-        raise ValueError(f"{where}: {key} must be 'timm' or 'torch', got {value!r}")
-    return value
-
-
-def _path(key: str, value: Any, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str | os.PathLike) or not str(value):
-        raise ValueError(f"{where}: {key} must be a file path or null, got {value!r}")
-    return os.fspath(value)
-
-
-_CHECKS: dict[str, Callable[[str, Any, str], Any]] = {
-    "se": _bool,
-    "se_reduction": _positive_int,
-    "dilated": _bool,
-    "dilation_rates": _int_list,
-    "aspp": _bool,
-    "aspp_rates": _int_list,
-    "aspp_channels": _positive_int,
-    "vit": _vit,
-    "cross_scan": _bool,
-    "vit_dim": _positive_int,
-    "vit_depth": _positive_int,
-    "vit_heads": _positive_int,
-    "vit_mlp_ratio": _positive_float,
-    "vit_dropout": _dropout,
-    "vit_attention_dropout": _dropout,
-    "mid_patch_size": _positive_int,
-    "tail_patch_size": _positive_int,
-    "num_classes": _positive_int,
-    "zero_init_residual": _bool,
-    "vit_init": _vit_init,
-    "head_norm": _bool,
-    "zero_init_head": _bool,
-    "pretrained": _path,
-}
+    try:
+        return ModelOptions.model_validate(options).model_dump()
+    except ValidationError as exc:
+        sentences = []
+        for err in exc.errors(include_url=False):
+            text = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+            if not err["loc"]:  # a check across options
+                sentences.append(f"{where}: {text}")
+                continue
+            key, *index = err["loc"]
+            name = f"{key}[{index[0]}]" if index else str(key)
+            sentences.append(f"{where}: {name} {text}, got {err['input']!r}")
+        raise ValueError("; ".join(sentences)) from None

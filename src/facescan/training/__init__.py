@@ -2,24 +2,22 @@
 
 - :func:`fit` trains one run (skip / resume / fresh; one worker in-process or N via torch elastic)
   and returns its best checkpoint;
-- :func:`train_one_epoch`, :func:`evaluate`, :func:`predict_logits`: the engine functions;
-- :class:`TrainConfig`: the validated ``training`` parameters;
-- :func:`inference_settings`: device, autocast dtype and memory format for scoring;
-- :func:`model_from_checkpoint`: a trained model back from a checkpoint dict.
+- :func:`train_one_epoch`, :func:`evaluate`: the engine functions;
+- :class:`TrainConfig`: the validated ``training`` parameters.
+
+The runtime (device, precision, autocast, threads) is :mod:`facescan.runtime` and the checkpoint
+contract :mod:`facescan.checkpoint`: training and evaluation both import them.
 
 ``python -m facescan.training`` trains one variant under torchrun on several nodes (docs/scaling.md).
 """
 
-from facescan.training.checkpoint import CHECKPOINT_FORMAT, model_from_checkpoint
 from facescan.training.config import DistributedConfig, TrainConfig
 from facescan.training.distributed import WorkerFailedError
-from facescan.training.engine import NonFiniteLossError, evaluate, predict_logits, train_one_epoch
+from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
 from facescan.training.fit import data_fingerprint, fit, run_fingerprint
-from facescan.training.loop import TrainingDivergedError, class_weight_tensor
-from facescan.training.runtime import inference_settings
+from facescan.training.trainer import TrainingDivergedError, class_weight_tensor
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "DistributedConfig",
     "NonFiniteLossError",
     "TrainConfig",
@@ -29,9 +27,6 @@ __all__ = [
     "data_fingerprint",
     "evaluate",
     "fit",
-    "inference_settings",
-    "model_from_checkpoint",
-    "predict_logits",
     "run_fingerprint",
     "train_one_epoch",
 ]

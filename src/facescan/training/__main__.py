@@ -22,40 +22,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 logger = logging.getLogger("facescan.training")
 
-_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``["training.max_epochs=3", ...]`` -> nested dict; values read as YAML (numbers, lists)."""
-    nested: dict[str, Any] = {}
-    for pair in pairs:
-        for item in _split_top_level(pair):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--params: expected key=value, got {item!r}")
-            node = nested
-            *parents, leaf = key.strip().split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            parsed = yaml.safe_load(value) if value.strip() else None
-            # YAML 1.1 reads 1e-3 (no dot) as text; Kedro's --params reads it as a number.
-            if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
-                parsed = float(parsed)
-            node[leaf] = parsed
-    return nested
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split ``a=1,b=[1, 2]`` on commas outside brackets (Kedro's ``--params`` syntax)."""
+def split_params(text: str) -> list[str]:
+    """Split ``a=1,b=[1, 2]`` on commas outside brackets (Kedro's ``--params`` splits on every comma,
+    so a list can only be passed here)."""
     items, depth, current = [], 0, ""
     for char in text:
         depth += char in "[{"
@@ -65,9 +41,22 @@ def _split_top_level(text: str) -> list[str]:
             current = ""
         else:
             current += char
-    if current.strip():
-        items.append(current)
-    return items
+    return [item for item in [*items, current] if item.strip()]
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["training.max_epochs=3", ...]`` -> nested dict, read as ``kedro run --params`` reads them
+    (``OmegaConf.from_dotlist``: numbers, ``1e-3``, lists, ``null``; an empty value is null)."""
+    from omegaconf import OmegaConf
+
+    dotlist = []
+    for pair in pairs:
+        for item in split_params(pair):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--params: expected key=value, got {item!r}")
+            dotlist.append(f"{key.strip()}={value}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))  # type: ignore[return-value]
 
 
 def _select_run(ablation: dict[str, Any], variant: str, seed: int | None) -> Any:
@@ -77,7 +66,7 @@ def _select_run(ablation: dict[str, Any], variant: str, seed: int | None) -> Any
     Raises:
         ValueError: when ``ablation.seeds`` lists several seeds and ``--seed`` picks none of them.
     """
-    from facescan.pipelines.runs import VariantRun, expand_runs
+    from facescan.runs import VariantRun, expand_runs
 
     runs = expand_runs({**ablation, "variants": [variant]})
     if seed is not None:  # a seed outside ablation.seeds gets a namespace of its own
@@ -132,35 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
     import pandas as pd
-    from kedro.config import OmegaConfigLoader
     from kedro.io import DataCatalog
     from kedro.io.core import generate_timestamp
 
+    from facescan.checkpoint import HISTORY_COLUMNS
     from facescan.models import resolve_options
+    from facescan.pipeline_registry import config_loader
     from facescan.training import TrainConfig, fit
-    from facescan.training.checkpoint import HISTORY_COLUMNS
+    from facescan.training.config import ModelParams
 
     conf_source = Path(args.conf_source)
     if not conf_source.is_dir():
         raise FileNotFoundError(
             f"--conf-source: {conf_source.resolve()} is not a folder; run from the project root"
         )
-    loader = OmegaConfigLoader(
-        str(conf_source),
-        env=args.env,
-        runtime_params=_parse_params(args.params),
-        base_env="base",
-        default_run_env="local",
-        merge_strategy={"parameters": "soft"},
-    )
+    loader = config_loader(conf_source, env=args.env, runtime_params=parse_params(args.params))
     params = loader["parameters"]
     catalog = DataCatalog.from_config(loader["catalog"], save_version=generate_timestamp())
     run = _select_run(params.get("ablation") or {}, args.variant, args.seed)
     config = TrainConfig.from_params(params.get("training"))
+    model = ModelParams.parse(params.get("model"))
     options = resolve_options(
         args.variant,
         (params.get("ablation") or {}).get("custom_variants") or {},
-        **(params.get("model") or {}),
+        **model.overrides(),
     )
     checkpoint = fit(
         namespace=run.namespace,
@@ -171,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         config=config,
         input_size=int(params["preprocess"]["input_size"]),
         seed=run.seed,
+        pretrained=model.pretrained,
     )
     namespace = run.namespace
     if checkpoint is not None and not args.no_save:

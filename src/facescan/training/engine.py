@@ -1,4 +1,4 @@
-"""One epoch of training, one pass of evaluation, and scoring: objects in, numbers out (as DeiT).
+"""One epoch of training and one pass of validation: objects in, numbers out (as DeiT).
 
 The functions take built objects (model, criterion, loader, optimizer), not configuration, and
 work the same in one process and under DistributedDataParallel: sums are all-reduced when a
@@ -13,15 +13,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from facescan.training.runtime import autocast
+from facescan.runtime import autocast
 
-__all__ = ["NonFiniteLossError", "evaluate", "predict_logits", "train_one_epoch"]
+__all__ = ["NonFiniteLossError", "evaluate", "train_one_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,41 +247,3 @@ def evaluate(
     if count == 0:
         raise ValueError("the evaluation loader yielded no batch (empty split)")
     return {"loss": loss_sum / weight_sum, "acc": correct / count, "images": count}
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    loader: Iterable[Any],
-    *,
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of every image, in the loader's order (no DDP: one process scores the whole set).
-
-    Args:
-        model: the classifier (unwrapped from DDP if needed).
-        loader: yields ``(images, labels)`` in a fixed order (no shuffling).
-        device: where ``model`` lives.
-        amp_dtype: autocast dtype, or None for float32.
-        channels_last: move images in channels-last memory format.
-
-    Returns:
-        ``(logits float32 (N, C), labels int64 (N,))``.
-    """
-    net = _unwrap(model).eval()
-    logits_parts: list[np.ndarray] = []
-    label_parts: list[np.ndarray] = []
-    for images, targets in loader:
-        images, _ = _to_device(images, targets, device, channels_last)
-        with autocast(device, amp_dtype):
-            logits = net(images)
-        logits_parts.append(logits.float().cpu().numpy())
-        label_parts.append(np.asarray(targets, dtype=np.int64))
-    if not logits_parts:
-        return np.zeros((0, 2), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-    return (
-        np.concatenate(logits_parts).astype(np.float32, copy=False),
-        np.concatenate(label_parts).astype(np.int64, copy=False),
-    )

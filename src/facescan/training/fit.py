@@ -5,7 +5,7 @@ elastic; return the best checkpoint.
 fingerprint (resolved model options + the training options that change results + the data's
 content hash) whether the run already finished (skip and return its best checkpoint), can resume
 (continue after the last checkpointed epoch) or must start over, then runs
-:func:`facescan.training.loop.run_worker` in this process (one worker, or under torchrun) or in
+:func:`facescan.training.trainer.run_worker` in this process (one worker, or under torchrun) or in
 ``nproc_per_node`` processes started by torch's elastic launcher, and reads the best weights
 back from rank 0's ``best.pt``.
 """
@@ -18,58 +18,23 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facescan import provenance
+from facescan import provenance, runtime
 from facescan.data.cache import ImageCache
-from facescan.training import distributed, runtime
+from facescan.models.variants import effective_options
+from facescan.training import distributed
 from facescan.training.config import TrainConfig
-from facescan.training.run_files import RunFiles
+from facescan.training.state import RunFiles
+from facescan.training.trainer import RunSpec, check_batch_split, class_weight_tensor, run_worker
 
-__all__ = ["RunSpec", "check_batch_split", "data_fingerprint", "fit", "run_fingerprint"]
+__all__ = ["data_fingerprint", "fit", "run_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 # Bump when a change of the training code makes old runs not comparable (forces retraining).
 _ENGINE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a worker needs to train one run (picklable: sent to spawned workers).
-
-    Attributes:
-        namespace: the Kedro namespace (names the side-file folders).
-        variant: the variant key (for messages and the checkpoint).
-        seed: the effective seed.
-        model_options: resolved options for :func:`facescan.models.create_model`.
-        config: the validated training configuration.
-        train_cache: training images (memmap handle, reopened by each worker).
-        val_cache: validation images.
-        input_size: the network input side.
-        fingerprint: the run fingerprint (see :func:`run_fingerprint`).
-        data_fingerprint: the caches' content hash (see :func:`data_fingerprint`).
-        run_dir: this run's resume folder.
-        provenance: :func:`facescan.provenance.collect` of the launching process.
-        finished_checked: the caller already found no finished run to reuse (single node);
-            rank 0 then only looks for a resume state.
-    """
-
-    namespace: str
-    variant: str
-    seed: int
-    model_options: dict[str, Any]
-    config: TrainConfig
-    train_cache: ImageCache
-    val_cache: ImageCache
-    input_size: int
-    fingerprint: str
-    data_fingerprint: str
-    run_dir: str
-    provenance: dict[str, Any]
-    finished_checked: bool = False
 
 
 def data_fingerprint(train_cache: ImageCache, val_cache: ImageCache) -> str:
@@ -84,6 +49,7 @@ def run_fingerprint(
     seed: int,
     input_size: int,
     data_hash: str,
+    pretrained: str | None = None,
 ) -> str:
     """What decides a run's weights, hashed: equal fingerprints may resume or skip each other.
 
@@ -92,9 +58,8 @@ def run_fingerprint(
     another number of GPUs (the global batch is the same). Options that cannot change this
     variant (a ViT option without a ViT, ``transformer_lr_scale`` without one) are left out too.
     """
-    from facescan.models.variants import effective_options
-
-    model = effective_options(model_options)
+    # How the weights start hashes as when it was a model option (fingerprints stay the same).
+    model = {**effective_options(model_options), "pretrained": pretrained}
     training = {**config.result_affecting(), "seed": seed}
     if model.get("vit") is None:
         training["transformer_lr_scale"] = None
@@ -109,20 +74,6 @@ def run_fingerprint(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_batch_split(batch_size: int, world_size: int) -> None:
-    """The global batch must split evenly across the DDP workers.
-
-    Raises:
-        ValueError: naming ``training.batch_size`` otherwise.
-    """
-    if batch_size % world_size:
-        raise ValueError(
-            f"training.batch_size ({batch_size}) is the global batch and must split evenly "
-            f"across the {world_size} DDP workers (training.distributed.nproc_per_node x nodes); "
-            f"use a multiple of {world_size}"
-        )
-
-
 def fit(
     *,
     namespace: str,
@@ -133,8 +84,9 @@ def fit(
     config: TrainConfig,
     input_size: int,
     seed: int | None = None,
+    pretrained: str | None = None,
 ) -> dict[str, Any] | None:
-    """Train one run and return its best checkpoint (see :mod:`facescan.training.checkpoint`).
+    """Train one run and return its best checkpoint (see :mod:`facescan.checkpoint`).
 
     Args:
         namespace: the Kedro namespace (side files go to ``<resume_dir>/<namespace>`` and
@@ -146,6 +98,7 @@ def fit(
         config: the validated ``training`` parameters.
         input_size: the network input side (``preprocess.input_size``).
         seed: the run's seed; None = ``training.seed``.
+        pretrained: ImageNet resnet50 weights to start from (``model.pretrained``); None = random.
 
     Returns:
         The best checkpoint dict; None on ranks other than 0 under a multi-node torchrun job.
@@ -159,7 +112,7 @@ def fit(
     seed = config.seed if seed is None else int(seed)
     options = dict(model_options)
     data_hash = data_fingerprint(train_cache, val_cache)
-    fingerprint = run_fingerprint(options, config, seed, input_size, data_hash)
+    fingerprint = run_fingerprint(options, config, seed, input_size, data_hash, pretrained)
     temporary = config.resume_dir is None
     run_dir = Path(
         tempfile.mkdtemp(prefix=f"facescan-{namespace}-")
@@ -170,17 +123,9 @@ def fit(
     torchrun = distributed.under_torchrun()
     try:
         # Under torchrun, rank 0 decides inside the job instead (nodes may not share disks).
-        finished = None if torchrun or config.force else files.finished(fingerprint)
-        if finished is not None:
-            logger.info(
-                "Skipping %s: already trained with the same configuration and data (best val "
-                "acc %.4f at epoch %d; %s). Set training.force: true to retrain.",
-                namespace,
-                finished["best_val_acc"],
-                finished["best_epoch"],
-                files.best,
-            )
-            return finished
+        decision = None if torchrun else files.decide(fingerprint, config.force, namespace)
+        if decision == "skip":
+            return files.load_best()
         # The device type only: a CUDA context here would hold GPU memory for the whole run.
         device = runtime.device_type(config.device)
         nproc = (
@@ -191,8 +136,6 @@ def fit(
         # Configuration errors surface here, before any worker is spawned.
         if not torchrun:
             check_batch_split(config.batch_size, nproc)
-        from facescan.training.loop import class_weight_tensor, run_worker
-
         class_weight_tensor(
             config.class_weights, train_cache.labels, int(options.get("num_classes", 2))
         )
@@ -201,6 +144,7 @@ def fit(
             variant=variant,
             seed=seed,
             model_options=options,
+            pretrained=pretrained,
             config=config,
             train_cache=train_cache,
             val_cache=val_cache,
@@ -209,7 +153,7 @@ def fit(
             data_fingerprint=data_hash,
             run_dir=str(run_dir),
             provenance=provenance.collect(),
-            finished_checked=not torchrun,
+            decision=decision,
         )
         if torchrun or nproc == 1:
             run_worker(spec)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from facescan.training import runtime
+from facescan import runtime
 
 if TYPE_CHECKING:
     from facescan.training.config import TrainConfig
@@ -73,8 +73,8 @@ def optimizer_and_schedule(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The recipe's optimizer and schedule for ``net``, from the ``training`` configuration.
 
-    Fused AdamW (:func:`~facescan.training.runtime.make_optimizer`) over the parameter groups of
-    :func:`~facescan.training.runtime.parameter_groups` (the ViTs at ``lr *
+    Fused AdamW (:func:`~facescan.runtime.make_optimizer`) over the parameter groups of
+    :func:`~facescan.runtime.parameter_groups` (the ViTs at ``lr *
     transformer_lr_scale``), and :func:`cosine_with_warmup` stepped once per optimizer step.
     """
     optimizer = runtime.make_optimizer(

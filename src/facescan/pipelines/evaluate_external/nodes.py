@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from facescan.checkpoint import catalog_source
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import json_ready
@@ -24,8 +25,7 @@ from facescan.evaluation.scoring import (
     summarise_scores,
 )
 from facescan.pipelines.ingestion.nodes import ingest_images
-from facescan.training.checkpoint import catalog_source
-from facescan.training.runtime import inference_settings
+from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def evaluate_external(
     external_source: dict[str, Any],
     data: dict[str, Any],
     external: dict[str, Any],
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
     *,
     variant: str,
     namespace: str | None = None,

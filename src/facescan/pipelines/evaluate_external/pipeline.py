@@ -7,12 +7,11 @@ scoring runs, on the cache already on disk (checked against the current ``extern
 
 from __future__ import annotations
 
-import functools
-
 from kedro.pipeline import Node, Pipeline
 
+from facescan.pipelines.binding import bind
 from facescan.pipelines.preprocess.nodes import cache_split
-from facescan.pipelines.runs import VariantRun
+from facescan.runs import VariantRun
 
 from .nodes import (
     evaluate_external,
@@ -25,9 +24,7 @@ from .nodes import (
 
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     """The external data nodes plus one scoring node per run."""
-    cache_external = functools.update_wrapper(
-        functools.partial(cache_split, split="external"), cache_split
-    )
+    cache_external = bind(cache_split, split="external")
     data = Pipeline(
         [
             Node(
@@ -64,10 +61,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     )
     scoring = []
     for run in runs:
-        score = functools.update_wrapper(
-            functools.partial(evaluate_external, variant=run.variant, namespace=run.namespace),
-            evaluate_external,
-        )
+        score = bind(evaluate_external, variant=run.variant, namespace=run.namespace)
         base = Pipeline(
             [
                 Node(

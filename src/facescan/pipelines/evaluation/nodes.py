@@ -21,7 +21,7 @@ from facescan.evaluation.scoring import (
     summarise_scores,
 )
 from facescan.models import count_forward_flops, count_parameters
-from facescan.training.runtime import inference_settings
+from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def evaluate_model(
     checkpoint: dict[str, Any],
     test_cache: ImageCache,
     val_cache: ImageCache,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
     *,
     variant: str,
     namespace: str | None = None,
@@ -151,7 +151,7 @@ ROBUSTNESS_COLUMNS = ["perturbation", "acc", "auc", "loss", "n"]
 def evaluate_robustness(
     checkpoint: dict[str, Any],
     test_cache: ImageCache,
-    evaluation: dict[str, Any],
+    evaluation: EvaluationConfig,
     *,
     variant: str,
     namespace: str | None = None,
@@ -170,7 +170,7 @@ def evaluate_robustness(
         ``auc``, ``loss``, ``n``); no rows when ``evaluation.robustness.enabled`` is false.
     """
     cfg = EvaluationConfig.from_params(evaluation)
-    if not cfg.robustness:
+    if not cfg.robustness.enabled:
         logger.info("robustness stage disabled (evaluation.robustness.enabled: false)")
         return pd.DataFrame(columns=ROBUSTNESS_COLUMNS)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)

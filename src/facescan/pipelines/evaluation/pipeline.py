@@ -7,20 +7,12 @@ otherwise) and the shared ``test_cache`` / ``val_cache``; outputs ``{ns}.test_pr
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 from kedro.pipeline import Node, Pipeline
 
-from facescan.pipelines.runs import VariantRun
+from facescan.pipelines.binding import bind
+from facescan.runs import VariantRun
 
 from .nodes import evaluate_model, evaluate_robustness
-
-
-def bind(func: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
-    """``functools.partial`` that keeps ``func``'s name and docs (Kedro and kedro-viz show them)."""
-    return functools.update_wrapper(functools.partial(func, **kwargs), func)
 
 
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:

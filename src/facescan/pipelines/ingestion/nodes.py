@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from facescan.data.imaging import check_background
+from facescan.data.imaging import DEFAULT_MAX_FILE_BYTES, check_background
 from facescan.data.sources import (
     Candidate,
     check_csv_layout,
@@ -17,7 +17,12 @@ from facescan.data.sources import (
     normalise_classes,
 )
 from facescan.data.synthetic import CLASS_DIRS, SyntheticSpec, generate_synthetic
-from facescan.data.validate import check_candidates, require_usable, summarise
+from facescan.data.validate import (
+    check_candidates,
+    check_max_file_bytes,
+    require_usable,
+    summarise,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +92,8 @@ def ingest_images(
     """Find, decode and check every image of the configured source.
 
     Args:
-        data: the ``data`` parameters (``source``, ``synthetic``, ``min_side``, ``background``).
+        data: the ``data`` parameters (``source``, ``synthetic``, ``min_side``, ``background``,
+            ``max_file_bytes``).
         preprocess: the ``preprocess`` parameters (``cache_size`` is the synthetic default size,
             ``threads`` the number of decoding threads: ``auto`` = one per core, at most 8).
 
@@ -103,10 +109,13 @@ def ingest_images(
     threads = preprocess.get("threads", "auto")
     workers = None if threads in (None, "auto") else _int_param(threads, "preprocess.threads", 1)
     background = check_background(data.get("background", (255, 255, 255)), "data.background")
+    max_file_bytes = check_max_file_bytes(data.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
     where, candidates, names = _list_source(data, preprocess)
     kind = data["source"]["type"]
     logger.info("Checking %d files from %s", len(candidates), where)
-    manifest, rejected = check_candidates(candidates, kind, min_side, background, workers)
+    manifest, rejected = check_candidates(
+        candidates, kind, min_side, background, workers, max_file_bytes=max_file_bytes
+    )
 
     per_label, per_reason = summarise(manifest, rejected)
     logger.info(

@@ -18,14 +18,14 @@ from facescan.evaluation.scoring import (
     resolve_num_workers,
     score_files,
 )
-from facescan.training.runtime import inference_settings
+from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
 
 
 def predict_images(
     checkpoint: dict[str, Any],
-    predict: dict[str, Any],
+    predict: PredictConfig,
     preprocess: dict[str, Any],
     background: Sequence[int],
     *,

@@ -6,11 +6,10 @@ pipeline; it reads the latest ``{ns}.model`` from the catalog and never needs tr
 
 from __future__ import annotations
 
-import functools
-
 from kedro.pipeline import Node, Pipeline
 
-from facescan.pipelines.runs import VariantRun
+from facescan.pipelines.binding import bind
+from facescan.runs import VariantRun
 
 from .nodes import make_submission, predict_images
 
@@ -19,10 +18,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     """One predict sub-pipeline per run, namespaced by ``run.namespace``."""
     pipelines = []
     for run in runs:
-        predict = functools.update_wrapper(
-            functools.partial(predict_images, variant=run.variant, namespace=run.namespace),
-            predict_images,
-        )
+        predict = bind(predict_images, variant=run.variant, namespace=run.namespace)
         base = Pipeline(
             [
                 Node(

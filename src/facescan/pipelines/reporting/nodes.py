@@ -33,6 +33,7 @@ from facescan.evaluation.tables import (
     runs_table,
     to_markdown,
 )
+from facescan.params import Params
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def gather_results(runs: Sequence[tuple[str, str, int | None]], *values: Any) ->
 
 
 def build_ablation_table(
-    results: list[RunResult], ablation: dict[str, Any], evaluation: dict[str, Any]
+    results: list[RunResult], ablation: dict[str, Any], evaluation: EvaluationConfig
 ) -> tuple[pd.DataFrame, str, list[str], pd.DataFrame]:
     """The ablation table, its Markdown rendering, the significance remarks and the per-run table.
 
@@ -246,8 +247,9 @@ def render_ablation_report(
     fingerprints = {r.metrics.get("test_cache_sha256") for r in results}
     if len(fingerprints) > 1:
         notes.append("The runs were not all evaluated on the same test cache.")
+    # Kedro hands typed sections (training, model, evaluation...) as validated models.
     settings = {
-        k: parameters[k]
+        k: parameters[k].to_dict() if isinstance(parameters[k], Params) else parameters[k]
         for k in ("data", "split", "preprocess", "model", "training", "ablation", "evaluation")
         if k in parameters
     }

@@ -6,12 +6,12 @@ Not namespaced: it reads all runs of the configuration. Run alone
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 from kedro.pipeline import Node, Pipeline
 
-from facescan.pipelines.runs import VariantRun
+from facescan.pipelines.binding import bind
+from facescan.runs import VariantRun
 
 from .nodes import (
     RUN_INPUTS,
@@ -28,7 +28,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     if not runs:
         return Pipeline([])
     keys = tuple((r.namespace, r.variant, r.seed) for r in runs)
-    gather = functools.update_wrapper(functools.partial(gather_results, keys), gather_results)
+    gather = bind(gather_results, keys)
     with warnings.catch_warnings():
         # The inputs are the runs' namespaced outputs ("<ns>.metrics"): the dots are Kedro's
         # own namespacing, which its warning about dotted names does not expect here.

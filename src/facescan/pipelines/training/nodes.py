@@ -7,10 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from facescan.checkpoint import HISTORY_COLUMNS
 from facescan.data.cache import ImageCache
 from facescan.models import resolve_options
 from facescan.training import TrainConfig, fit
-from facescan.training.checkpoint import HISTORY_COLUMNS
+from facescan.training.config import ModelParams
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +19,8 @@ logger = logging.getLogger(__name__)
 def train_model(
     train_cache: ImageCache,
     val_cache: ImageCache,
-    training: dict[str, Any],
-    model: dict[str, Any],
+    training: TrainConfig,
+    model: ModelParams,
     ablation: dict[str, Any],
     preprocess: dict[str, Any],
     *,
@@ -32,8 +33,10 @@ def train_model(
     Args:
         train_cache: the training images.
         val_cache: the validation images (early stopping and the best epoch).
-        training: ``params:training`` (validated by :class:`facescan.training.TrainConfig`).
-        model: ``params:model``: options applied to every variant (e.g. ``pretrained``, sizes).
+        training: ``params:training``, validated by Kedro against :class:`TrainConfig` before any
+            node runs (a plain dict is validated here).
+        model: ``params:model`` (:class:`ModelParams`): ``pretrained`` and options applied on top
+            of every variant's (sizes).
         ablation: ``params:ablation``: its ``custom_variants`` define user variants.
         preprocess: ``params:preprocess``: ``input_size`` is the network input side.
         namespace: the run's Kedro namespace (bound when the pipeline is built).
@@ -46,9 +49,10 @@ def train_model(
     Raises:
         ValueError: naming the parameter when the configuration is unusable.
     """
-    config = TrainConfig.from_params(training)
+    config = TrainConfig.parse(training)
+    model = ModelParams.parse(model)
     options = resolve_options(
-        variant, (ablation or {}).get("custom_variants") or {}, **(model or {})
+        variant, (ablation or {}).get("custom_variants") or {}, **model.overrides()
     )
     if "input_size" not in (preprocess or {}):
         raise ValueError("preprocess.input_size is not set (the side of the network input)")
@@ -61,6 +65,7 @@ def train_model(
         config=config,
         input_size=int(preprocess["input_size"]),
         seed=seed,
+        pretrained=model.pretrained,
     )
     history = pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS))
     return checkpoint, history

@@ -8,13 +8,10 @@ versioned :class:`~facescan.datasets.TorchCheckpointDataset`) and ``{ns}.history
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 from kedro.pipeline import Node, Pipeline
 
-from facescan.pipelines.runs import VariantRun
+from facescan.pipelines.binding import bind
+from facescan.runs import VariantRun
 
 from .nodes import train_model
 
@@ -22,16 +19,11 @@ SHARED_INPUTS = {"train_cache", "val_cache"}
 PARAMETERS = {"params:training", "params:model", "params:ablation", "params:preprocess"}
 
 
-def _bind(func: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
-    """``functools.partial`` keeping ``func``'s name and docs (Kedro and kedro-viz show them)."""
-    return functools.update_wrapper(functools.partial(func, **kwargs), func)
-
-
 def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     """One ``train_model`` node per run, namespaced by ``run.namespace``.
 
     Args:
-        runs: the runs of the active configuration (:func:`facescan.pipelines.runs.expand_runs`).
+        runs: the runs of the active configuration (:func:`facescan.runs.expand_runs`).
 
     Returns:
         The training pipeline (empty when there are no runs).
@@ -41,7 +33,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
         base = Pipeline(
             [
                 Node(
-                    _bind(train_model, namespace=run.namespace, variant=run.variant, seed=run.seed),
+                    bind(train_model, namespace=run.namespace, variant=run.variant, seed=run.seed),
                     inputs=[
                         "train_cache",
                         "val_cache",

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from facescan.data.loader import usable_cores
-
-if TYPE_CHECKING:
-    from facescan.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -228,32 +224,6 @@ def resolve_backend(setting: str, device: torch.device | str) -> str:
             f"{_cpu_reason('training.device')}; set training.distributed.backend: auto or gloo"
         )
     return setting
-
-
-def check_training_machine(config: TrainConfig) -> str:
-    """Check the GPU options of a training configuration against this machine, before any work.
-
-    ``training.device: cuda``, ``training.amp: fp16``, ``training.distributed.backend: nccl`` and
-    more ``training.distributed.nproc_per_node`` workers than GPUs are refused here, each with one
-    sentence saying what was requested, what the machine has, and what to set instead. The number
-    of workers is not checked under torchrun, which starts them itself.
-
-    Args:
-        config: the validated training configuration.
-
-    Returns:
-        The device type the run will use (``cpu`` or ``cuda``).
-
-    Raises:
-        ValueError: naming the parameter.
-    """
-    device = device_type(config.device)
-    if config.amp == "fp16" and device == "cpu":
-        resolve_precision(config.amp, torch.device("cpu"))
-    resolve_backend(config.distributed.backend, device)
-    if not ("TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ):
-        resolve_nproc(config.distributed.nproc_per_node, device)
-    return device
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -36,9 +36,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from facescan import runtime
+from facescan.checkpoint import CHECKPOINT_FORMAT
+from facescan.data.cache import ImageCache
 from facescan.data.loader import build_loader, default_num_workers
-from facescan.training import runtime
-from facescan.training.checkpoint import CHECKPOINT_FORMAT
+from facescan.training.config import TrainConfig
 from facescan.training.distributed import (
     DistEnv,
     broadcast_flag,
@@ -49,13 +51,64 @@ from facescan.training.distributed import (
     under_torchrun,
 )
 from facescan.training.engine import NonFiniteLossError, evaluate, train_one_epoch
-from facescan.training.fit import RunSpec, check_batch_split
-from facescan.training.run_files import RunFiles
 from facescan.training.schedule import optimizer_and_schedule, seek
+from facescan.training.state import RunFiles
 
 __all__ = ["TrainingDivergedError", "class_weight_tensor", "run_worker"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to train one run (picklable: sent to spawned workers).
+
+    Attributes:
+        namespace: the Kedro namespace (names the side-file folders).
+        variant: the variant key (for messages and the checkpoint).
+        seed: the effective seed.
+        model_options: resolved options for :func:`facescan.models.create_model`.
+        pretrained: the ImageNet weights file the trunk starts from (``model.pretrained``), or None.
+        config: the validated training configuration.
+        train_cache: training images (memmap handle, reopened by each worker).
+        val_cache: validation images.
+        input_size: the network input side.
+        fingerprint: the run fingerprint (see :func:`run_fingerprint`).
+        data_fingerprint: the caches' content hash (see :func:`data_fingerprint`).
+        run_dir: this run's resume folder.
+        provenance: :func:`facescan.provenance.collect` of the launching process.
+        decision: ``"resume"`` or ``"fresh"`` as :meth:`RunFiles.decide` found it before the
+            launch; None under torchrun, where rank 0 decides inside the job.
+    """
+
+    namespace: str
+    variant: str
+    seed: int
+    model_options: dict[str, Any]
+    pretrained: str | None
+    config: TrainConfig
+    train_cache: ImageCache
+    val_cache: ImageCache
+    input_size: int
+    fingerprint: str
+    data_fingerprint: str
+    run_dir: str
+    provenance: dict[str, Any]
+    decision: str | None = None
+
+
+def check_batch_split(batch_size: int, world_size: int) -> None:
+    """The global batch must split evenly across the DDP workers.
+
+    Raises:
+        ValueError: naming ``training.batch_size`` otherwise.
+    """
+    if batch_size % world_size:
+        raise ValueError(
+            f"training.batch_size ({batch_size}) is the global batch and must split evenly "
+            f"across the {world_size} DDP workers (training.distributed.nproc_per_node x nodes); "
+            f"use a multiple of {world_size}"
+        )
 
 
 class TrainingDivergedError(RuntimeError):
@@ -292,21 +345,12 @@ class _Trainer:
 
     # -- steps -------------------------------------------------------------------------------
     def _decide(self) -> dict[str, Any]:
-        """Rank 0 reads the run folder: skip, resume from a state, or start fresh."""
-        files, fp = self.files, self.spec.fingerprint
-        if self.cfg.force:
-            if files.done.exists() or files.last.exists():
-                logger.info("training.force is true: retraining %s from scratch", self.name)
-            files.clear()
-            return {"skip": False, "state": None}
-        if not self.spec.finished_checked and files.finished(fp) is not None:
-            logger.info(
-                "Skipping %s: already trained with the same configuration and data (%s)",
-                self.name,
-                files.best,
-            )
+        """Rank 0: the launcher's decision (or its own under torchrun) and the state to resume."""
+        spec, files = self.spec, self.files
+        decision = spec.decision or files.decide(spec.fingerprint, self.cfg.force, self.name)
+        if decision == "skip":
             return {"skip": True, "state": None}
-        state = files.resume_state(fp)
+        state = files.resume_state(spec.fingerprint) if decision == "resume" else None
         if state is None:
             files.clear()  # a stale best.pt must not survive into a fresh run
         return {"skip": False, "state": state}
@@ -318,7 +362,7 @@ class _Trainer:
         precision = runtime.resolve_precision(cfg.amp, device)
         channels_last = runtime.resolve_channels_last(cfg.channels_last, precision)
         _seed_everything(spec.seed)  # the same initial weights on every rank
-        net = create_model(spec.model_options)
+        net = create_model(spec.model_options, pretrained=spec.pretrained)
         net.to(
             device=device,
             memory_format=torch.channels_last if channels_last else torch.preserve_format,
@@ -484,7 +528,7 @@ class _Trainer:
         progress.last_saved = epoch
 
     def _checkpoint(self, net: nn.Module, progress: _Progress) -> dict[str, Any]:
-        """The checkpoint contract (see :mod:`facescan.training.checkpoint`)."""
+        """The checkpoint contract (see :mod:`facescan.checkpoint`)."""
         spec = self.spec
         return {
             "format": CHECKPOINT_FORMAT,
@@ -492,6 +536,7 @@ class _Trainer:
             "variant": spec.variant,
             "seed": spec.seed,
             "model_options": spec.model_options,
+            "pretrained": spec.pretrained,
             "state_dict": _cpu_state_dict(net),
             "config": {**self.cfg.to_dict(), "seed": spec.seed},
             "history": list(progress.history),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facescan.training.checkpoint import atomic_torch_save, load_torch
+from facescan.checkpoint import atomic_torch_save, load_torch
 
 __all__ = ["RunFiles"]
 
@@ -83,6 +83,27 @@ class RunFiles:
         if best is None or best.get("run_fingerprint") != fingerprint:
             return None
         return best
+
+    def decide(self, fingerprint: str, force: bool, name: str) -> str:
+        """The one decision of a run: ``"skip"`` (finished with this fingerprint), ``"resume"``
+        (a ``last.pt`` to try) or ``"fresh"``; ``force`` clears the folder and starts fresh."""
+        if force:
+            if self.done.exists() or self.last.exists():
+                logger.info("training.force is true: retraining %s from scratch", name)
+            self.clear()
+            return "fresh"
+        finished = self.finished(fingerprint)
+        if finished is not None:
+            logger.info(
+                "Skipping %s: already trained with the same configuration and data (best val "
+                "acc %.4f at epoch %d; %s). Set training.force: true to retrain.",
+                name,
+                finished["best_val_acc"],
+                finished["best_epoch"],
+                self.best,
+            )
+            return "skip"
+        return "resume" if self.last.is_file() else "fresh"
 
     def resume_state(self, fingerprint: str) -> dict[str, Any] | None:
         """The resume state to continue from, or None to start fresh (with a log line saying why)."""

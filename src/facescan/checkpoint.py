@@ -8,6 +8,7 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``variant``            the variant key
 ``seed``               the training seed
 ``model_options``      the resolved options :func:`facescan.models.create_model` accepts
+``pretrained``         the ImageNet weights file training started from (``model.pretrained``)
 ``state_dict``         the best epoch's weights (CPU tensors)
 ``config``             the resolved training configuration
 ``history``            one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr,
@@ -216,10 +217,9 @@ def model_from_checkpoint(
         )
     # A checkpoint saved before an option existed was built without it: rebuild it that way.
     options = {**LEGACY_OPTIONS, **dict(ckpt["model_options"])}
-    # The trained weights replace any initialisation: do not read an ImageNet file that may not
-    # exist on this machine.
-    if options.get("pretrained") is not None:
-        options["pretrained"] = None
+    # Checkpoints written before `pretrained` left the architecture options held it there; the
+    # trained weights replace any initialisation, so the ImageNet file is never read again.
+    options.pop("pretrained", None)
     model = create_model(options)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
