@@ -114,3 +114,13 @@ def test_the_largest_gradient_norm_ignores_overflowed_steps() -> None:
     assert _finite_max(current, torch.tensor(float("inf"))) == 2.0  # an fp16 overflow step
     assert _finite_max(current, torch.tensor(float("nan"))) == 2.0
     assert _finite_max(current, torch.tensor(3.0)) == 3.0
+
+
+def test_predict_logits_refuses_non_finite_scores(caches) -> None:
+    """Issue 13 item 1: a NaN model's scores never become labels (argmax of NaN is 0, "real")."""
+    model = TinyNet(TINY_OPTIONS)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    loader = build_loader(caches[1], train=False, input_size=INPUT, batch_size=4)
+    with pytest.raises(ValueError, match=r"non-finite scores .* for \d+ of \d+ images"):
+        predict_logits(model, loader, device=CPU)

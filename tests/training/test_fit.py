@@ -287,6 +287,26 @@ def test_nan_loss_stops_naming_variant_and_epoch_and_keeps_last_good_checkpoint(
     assert not (run_dir / "done.json").exists()
 
 
+def test_a_non_finite_validation_loss_stops_the_run_and_is_never_kept_as_best(
+    tiny_model, caches, tmp_path, monkeypatch
+) -> None:
+    """Issue 13 item 1: a NaN model (val loss nan, some accuracy) must not become "best"."""
+
+    def scripted(model, criterion, loader, **kwargs):
+        return {"loss": float("nan"), "acc": 0.5714, "images": 16}
+
+    monkeypatch.setattr(trainer_module, "evaluate", scripted)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"variant 'tiny_variant'.*diverged at epoch 1: the validation loss is nan; "
+        r"no epoch finished",
+    ):
+        run(caches, make_config(tmp_path))
+    run_dir = tmp_path / "resume" / NS
+    assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()
+    assert not (run_dir / "done.json").exists()
+
+
 def test_without_resume_dir_nothing_is_left_behind(tiny_model, caches, tmp_path: Path) -> None:
     ckpt = run(caches, make_config(tmp_path, resume_dir=None, tensorboard_dir=None, max_epochs=1))
     assert len(ckpt["history"]) == 1

@@ -68,6 +68,10 @@ def predict_logits(
 
     Returns:
         ``(logits float32 (N, C), labels int64 (N,))``.
+
+    Raises:
+        ValueError: when any image's logits are not finite (a diverged model), instead of
+            scores that would read as "real".
     """
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.preserve_format
@@ -81,10 +85,15 @@ def predict_logits(
         label_parts.append(np.asarray(targets, dtype=np.int64))
     if not logits_parts:
         return np.zeros((0, 2), dtype=np.float32), np.zeros((0,), dtype=np.int64)
-    return (
-        np.concatenate(logits_parts).astype(np.float32, copy=False),
-        np.concatenate(label_parts).astype(np.int64, copy=False),
-    )
+    logits = np.concatenate(logits_parts).astype(np.float32, copy=False)
+    bad = int((~np.isfinite(logits)).any(axis=1).sum())
+    if bad:  # never a label: argmax of NaN is 0, "real"
+        raise ValueError(
+            f"the model gives non-finite scores (NaN or inf) for {bad} of {len(logits)} images, "
+            "so its weights are not usable; retrain it (kedro run --pipelines training "
+            "--namespaces <variant> --params training.force=true)"
+        )
+    return logits, np.concatenate(label_parts).astype(np.int64, copy=False)
 
 
 @dataclass

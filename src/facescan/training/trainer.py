@@ -467,16 +467,8 @@ class _Trainer:
                 clip_grad_norm=self.cfg.clip_grad_norm,
             )
         except NonFiniteLossError as exc:
-            kept = (
-                f"the last good checkpoint (epoch {progress.last_saved}) is kept in "
-                f"{self.files.folder}"
-                if progress.last_saved
-                else "no epoch finished, so there is no checkpoint to keep"
-            )
-            raise TrainingDivergedError(
-                f"training of variant {spec.variant!r} (namespace {spec.namespace!r}) diverged "
-                f"at epoch {epoch}, step {exc.step}: the loss is {exc.value}; {kept}. Lower "
-                "training.lr, set training.amp: off, or check the data."
+            raise self._diverged(
+                progress, epoch, f", step {exc.step}: the loss is {exc.value}"
             ) from exc
         if self.cfg.compile and not progress.history and env.primary:
             logger.info(
@@ -494,6 +486,10 @@ class _Trainer:
             amp_dtype=parts.precision.dtype,
             channels_last=parts.channels_last,
         )
+        # Weights that give a non-finite validation loss are garbage whatever their accuracy:
+        # stop in this epoch, before they can be kept as best or saved for resuming.
+        if not math.isfinite(val["loss"]):
+            raise self._diverged(progress, epoch, f": the validation loss is {val['loss']}")
         record = {
             "epoch": epoch,
             "train_loss": train["loss"],
@@ -507,6 +503,19 @@ class _Trainer:
         if self.cfg.clip_grad_norm:
             record["grad_norm_max"] = train["grad_norm_max"]
         return record, train["lrs"]
+
+    def _diverged(self, progress: _Progress, epoch: int, what: str) -> TrainingDivergedError:
+        """The divergence error: where it happened, what is kept, what to change."""
+        kept = (
+            f"the last good checkpoint (epoch {progress.last_saved}) is kept in {self.files.folder}"
+            if progress.last_saved
+            else "no epoch finished, so there is no checkpoint to keep"
+        )
+        return TrainingDivergedError(
+            f"training of variant {self.spec.variant!r} (namespace {self.spec.namespace!r}) "
+            f"diverged at epoch {epoch}{what}; {kept}. Lower training.lr, set training.amp: off, "
+            "or check the data."
+        )
 
     def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
         self.files.save_resume(
