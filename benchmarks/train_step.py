@@ -3,17 +3,24 @@
     python benchmarks/train_step.py [--variants resnet50,aspp] [--sizes 64,128,224]
         [--batch-size 16] [--repeats 5] [--warmup 2] [--threads auto] [--device auto]
         [--amp auto] [--channels-last auto] [--compile] [--options JSON] [--clock wall|cpu]
-        [--max-spread 0.25] [--retries 2]
+        [--max-spread 0.25] [--retries 2] [--steps N] [--check-every N]
+        [--no-cudnn-benchmark] [--no-tf32]
     python benchmarks/train_step.py --ddp 1,2,4,8 --variants aspp_crossscan_vit --sizes 224
 
-One training step is :func:`facescan.training.engine.train_one_epoch` over one batch of random
-images (the project's fused AdamW, cross-entropy, the loss check; the reference gets
-``torch.optim.AdamW``'s defaults): what the training node runs, without data loading
-(benchmarks/data_pipeline.py measures that). Each (variant, size) runs in a fresh subprocess with
-the settings the project resolves on this machine (``training.amp``, ``channels_last``,
-``threads`` = ``auto`` unless given), after ``--warmup`` steps; its timed steps are interleaved
-with those of the reference, torchvision's ResNet-50 in float32, eager, in the same process, and
-the medians of ``--repeats`` steps are reported:
+Training steps are :func:`facescan.training.engine.train_one_epoch` over ``--steps`` batches of
+random images (default 1 on a CPU, 20 on a GPU), timed as one call and divided by the steps: the
+per-step time of training, where the loss is read on the host every ``--check-every`` steps
+(the engine's 50 by default; ``--check-every 1`` puts a host-device sync in every step) and the
+epoch's sums at its end. As the training node runs them: the project's fused AdamW,
+cross-entropy, a ``GradScaler`` with fp16, batches in pinned memory on a GPU (copied
+asynchronously), ``cudnn.benchmark`` and TF32 on a GPU (``training.cudnn_benchmark``,
+``training.tf32``); the reference gets ``torch.optim.AdamW``'s defaults. Data loading is not
+included (benchmarks/data_pipeline.py measures that). Each (variant, size) runs in a fresh
+subprocess with the settings the project resolves on this machine (``training.amp``,
+``channels_last``, ``threads`` = ``auto`` unless given), after ``--warmup`` calls (the first of
+one step: ``first_step_s``); its timed calls are interleaved with those of the reference,
+torchvision's ResNet-50 in float32, eager, in the same process, and the medians of ``--repeats``
+calls, per step, are reported:
 
 - ``images_per_s``; ``ratio_to_reference`` = variant images/s / reference images/s;
 - ``gflop_per_s``: forward FLOPs (``FlopCounterMode``, attention included) x 3 per image x images/s;
@@ -22,7 +29,10 @@ the medians of ``--repeats`` steps are reported:
   processes cancels out; the summary tabulates it per size and lists as ``noisy`` the results
   whose timings still spread more than 25% after ``--retries`` re-measurements;
 - ``peak_rss_mb`` after the variant's warm-up steps (before the reference is built); on a GPU also
-  ``gpu_peak_mb`` (``torch.cuda.max_memory_allocated``).
+  ``gpu_peak_mb`` (``torch.cuda.max_memory_allocated``) and ``host_syncs_per_call``: how often
+  one more call (``steps_per_call`` steps) made the host wait for the GPU
+  (``torch.cuda.set_sync_debug_mode("warn")``): a constant, whatever ``--steps``, unless
+  ``--check-every`` is below it.
 
 With ``--ddp 1,2,...`` it measures DDP scaling instead: for each worker count, workers started by
 ``torch.distributed.run`` (one per GPU; on a CPU they split the cores), ``--batch-size`` images per
@@ -49,7 +59,8 @@ TARGETS = {"baseline_vs_reference_128": 1.8, "efficiency_128": 0.85, "efficiency
 
 
 def _setup(args: dict[str, Any], ranks: int = 1, local_rank: int | None = None) -> Any:
-    """Threads, device, precision and memory format as the training node resolves them."""
+    """Threads, device, precision, memory format and CUDA math as the training node resolves
+    them."""
     import torch
 
     from facescan import runtime
@@ -58,18 +69,41 @@ def _setup(args: dict[str, Any], ranks: int = 1, local_rank: int | None = None) 
     device = runtime.select_device(args["device"], local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    configure = getattr(runtime, "configure_cuda_math", None)  # absent in older checkouts
+    if configure is not None:
+        configure(
+            device,
+            cudnn_benchmark=args.get("cudnn_benchmark", True),
+            tf32=args.get("tf32", True),
+        )
     precision = runtime.resolve_precision(args["amp"], device)
     channels_last = runtime.resolve_channels_last(args["channels_last"], precision)
     return device, precision, channels_last
 
 
-def _make_step(
-    net: Any, args: dict[str, Any], device: Any, amp_dtype: Any, cl: bool, project: bool
-) -> Any:
-    """One training step of ``net`` on a fixed random batch, through the engine.
+def _steps(args: dict[str, Any], device: Any) -> int:
+    """Training steps per timed call: ``--steps``, or 1 on a CPU (no host-device syncs to
+    amortise there) and 20 on a GPU."""
+    return args.get("steps") or (20 if device.type == "cuda" else 1)
 
-    ``project``: the training node's optimizer and compile setting; otherwise plain
-    ``torch.optim.AdamW`` defaults and eager (the reference).
+
+def _per_step(times: dict[str, dict[str, list[float]]], steps: int) -> dict[str, Any]:
+    """Seconds of calls of ``steps`` steps -> seconds per step."""
+    return {
+        name: {clock: [t / steps for t in values] for clock, values in clocks.items()}
+        for name, clocks in times.items()
+    }
+
+
+def _make_step(
+    net: Any, args: dict[str, Any], device: Any, precision: Any, cl: bool, project: bool
+) -> Any:
+    """``run(steps)``: ``steps`` training steps of ``net`` on a fixed random batch, through the
+    engine, as one epoch.
+
+    ``project``: the training node's optimizer, precision (``GradScaler`` with fp16) and compile
+    setting; otherwise plain ``torch.optim.AdamW`` defaults, float32 and eager (the reference).
+    On a GPU the batch is in pinned memory, as the training loader's batches are.
     """
     import torch
     from torch import nn
@@ -79,12 +113,10 @@ def _make_step(
 
     size, batch = args["size"], args["batch_size"]
     gen = torch.Generator().manual_seed(0)
-    batches = [
-        (
-            torch.randn(batch, 3, size, size, generator=gen),
-            torch.randint(0, 2, (batch,), generator=gen),
-        )
-    ]
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    labels = torch.randint(0, 2, (batch,), generator=gen)
+    if device.type == "cuda":
+        images, labels = images.pin_memory(), labels.pin_memory()
     net.to(device, memory_format=torch.channels_last if cl else torch.preserve_format)
     model = runtime.compile_model(net, args["compile"]) if project else net
     if torch.distributed.is_initialized():
@@ -96,9 +128,54 @@ def _make_step(
     else:
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.05)
     criterion = nn.CrossEntropyLoss()
-    return lambda: train_one_epoch(
-        model, criterion, batches, optimizer, device=device, amp_dtype=amp_dtype, channels_last=cl
-    )
+    amp_dtype = precision.dtype if project else None
+    scaler = torch.amp.GradScaler(device.type) if project and precision.use_scaler else None
+    extra = {"check_every": args["check_every"]} if args.get("check_every") else {}
+
+    def run(steps: int) -> None:
+        train_one_epoch(
+            model,
+            criterion,
+            [(images, labels)] * steps,
+            optimizer,
+            device=device,
+            amp_dtype=amp_dtype,
+            scaler=scaler,
+            channels_last=cl,
+            **extra,
+        )
+
+    return run
+
+
+def _warm_up(run: Any, calls: int, steps: int, device: Any) -> float:
+    """``calls`` untimed calls (at least one): the first of one step, whose seconds are returned
+    (compilation, kernel selection), the others of ``steps`` steps."""
+    first = C.warm_up(lambda: run(1), 1, device)
+    if calls > 1:
+        C.warm_up(lambda: run(steps), calls - 1, device)
+    return first
+
+
+def host_syncs(fn: Any, device: Any) -> int | None:
+    """How many times ``fn()`` made the host wait for the GPU: the warnings of
+    ``torch.cuda.set_sync_debug_mode("warn")`` (``.item()``, ``.tolist()``, blocking copies) during
+    one call; None on a CPU, where nothing waits."""
+    import warnings
+
+    import torch
+
+    if device.type != "cuda":
+        return None
+    C.sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
 
 
 def child(args: dict[str, Any]) -> dict[str, Any]:
@@ -109,33 +186,41 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
 
     device, precision, channels_last = _setup(args)
     size, batch, variant = args["size"], args["batch_size"], args["variant"]
+    steps = _steps(args, device)
     torch.manual_seed(0)
     net = create_model(variant, **args["options"])
-    step = _make_step(net, args, device, precision.dtype, channels_last, project=True)
-    first_step_s = C.warm_up(step, args["warmup"], device)
+    run = _make_step(net, args, device, precision, channels_last, project=True)
+    first_step_s = _warm_up(run, args["warmup"], steps, device)
     out: dict[str, Any] = {
         "variant": variant,
         "size": size,
         "batch_size": batch,
         "amp": precision.name,
+        "grad_scaler": precision.use_scaler,
         "channels_last": channels_last,
         "compile": args["compile"],
         "threads": torch.get_num_threads(),
+        "steps_per_call": steps,
         "first_step_s": round(first_step_s, 2),
         "peak_rss_mb": round(C.peak_rss_mb(), 1),
     }
     out.update(C.gpu_peak(device))
-    fns = {"variant": step}
+    fns = {"variant": lambda: run(steps)}
     if args["baseline"] and variant != BASELINE:
         torch.manual_seed(0)
         net = create_model(BASELINE, **args["options"])
-        fns["baseline"] = _make_step(net, args, device, precision.dtype, channels_last, True)
-        C.warm_up(fns["baseline"], args["warmup"], device)
+        base = _make_step(net, args, device, precision, channels_last, True)
+        _warm_up(base, args["warmup"], steps, device)
+        fns["baseline"] = lambda: base(steps)
     if args["reference"]:
         torch.manual_seed(0)
-        fns["reference"] = _make_step(C.reference_model(), args, device, None, False, project=False)
-        C.warm_up(fns["reference"], args["warmup"], device)
-    times = C.interleaved(fns, args["repeats"], device)
+        ref = _make_step(C.reference_model(), args, device, precision, False, project=False)
+        _warm_up(ref, args["warmup"], steps, device)
+        fns["reference"] = lambda: ref(steps)
+    times = _per_step(C.interleaved(fns, args["repeats"], device), steps)
+    syncs = host_syncs(fns["variant"], device)
+    if syncs is not None:
+        out["host_syncs_per_call"] = syncs  # per epoch of steps_per_call steps
     flops = C.forward_flops(variant, size, args["options"]) * 3 * batch
     out.update(C.summary(times["variant"], batch, flops, args["clock"]))
     out["forward_gflop_per_image"] = round(flops / 3 / batch / 1e9, 3)
@@ -168,12 +253,15 @@ def ddp_child(args: dict[str, Any]) -> dict[str, Any] | None:
     device, precision, channels_last = _setup(args, int(os.environ["LOCAL_WORLD_SIZE"]), local_rank)
     dist.init_process_group(runtime.resolve_backend("auto", device))
     try:
+        steps = _steps(args, device)
         torch.manual_seed(0)
         net = create_model(args["variant"], **args["options"])
-        step = _make_step(net, args, device, precision.dtype, channels_last, project=True)
-        C.warm_up(step, args["warmup"], device)
+        run = _make_step(net, args, device, precision, channels_last, project=True)
+        _warm_up(run, args["warmup"], steps, device)
         dist.barrier()
-        times = C.interleaved({"step": step}, args["repeats"], device)
+        times = _per_step(
+            C.interleaved({"step": lambda: run(steps)}, args["repeats"], device), steps
+        )
         batch = args["batch_size"] * world
         flops = C.forward_flops(args["variant"], args["size"], args["options"]) * 3 * batch
         out = {
@@ -182,6 +270,7 @@ def ddp_child(args: dict[str, Any]) -> dict[str, Any] | None:
             "workers": world,
             "batch_per_worker": args["batch_size"],
             "threads_per_worker": torch.get_num_threads(),
+            "steps_per_call": steps,
             "backend": dist.get_backend(),
             **C.summary(times["step"], batch, flops, "wall"),
             **C.gpu_peak(device),
@@ -286,6 +375,25 @@ def main() -> None:
         default=None,
         help="DDP scaling instead: worker counts, e.g. 1,2,4 (one per GPU; --batch-size each)",
     )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per timed call, as one epoch (default: 1 on a CPU, 20 on a GPU)",
+    )
+    parser.add_argument(
+        "--check-every",
+        type=int,
+        default=None,
+        help="steps between the engine's loss checks (host-device syncs); default the "
+        "engine's (50), 1 = a sync every step",
+    )
+    parser.add_argument(
+        "--no-cudnn-benchmark",
+        action="store_true",
+        help="training.cudnn_benchmark: false (GPU)",
+    )
+    parser.add_argument("--no-tf32", action="store_true", help="training.tf32: false (GPU)")
     parser.add_argument("--ddp-child", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child:
@@ -298,7 +406,14 @@ def main() -> None:
         return
 
     variants = ns.variants or list_variants()
-    settings = C.settings(ns, compile=ns.compile)
+    settings = C.settings(
+        ns,
+        compile=ns.compile,
+        steps=ns.steps,
+        check_every=ns.check_every,
+        cudnn_benchmark=not ns.no_cudnn_benchmark,
+        tf32=not ns.no_tf32,
+    )
     report = C.new_report("train_step_ddp" if ns.ddp else "train_step", settings)
     if ns.ddp:
         report["results"] = ddp_scaling(ns, variants, settings)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+
+from facescan.locks import RunLocks, plan_locks
+from facescan.pipelines.evaluate_external.hooks import SHARED_OUTPUT
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +122,82 @@ class StageTimingHook:
     def _save(self, catalog: Any) -> None:
         if STAGE_TIMINGS in catalog:
             catalog.save(STAGE_TIMINGS, self.timings())
+
+
+class RunLockHook:
+    """Keeps two runs of one project from writing the same data (:mod:`facescan.locks`).
+
+    Before the first node (and before any other hook's ``before_pipeline_run``: this one wraps
+    them), the run takes the locks its nodes need under ``<project>/data/.locks``: the project lock
+    alone when a node outside any namespace writes shared data (ingestion, split, preprocess,
+    reporting), else the project lock shared plus one lock per namespace, so that variants train
+    side by side. A run that cannot get them stops at once with
+    :class:`~facescan.locks.LockBusyError` naming the holders' pids and commands. The locks are
+    released when the run ends or fails, after the other hooks' ``after_pipeline_run`` /
+    ``on_pipeline_error`` (the stage timings are saved under them), and when another hook's
+    ``before_pipeline_run`` fails. Only this process holds them: DDP workers are spawned processes
+    that neither inherit nor take them.
+    """
+
+    def __init__(self) -> None:
+        # run id -> (thread that started the run, its locks)
+        self._runs: dict[str, tuple[int, RunLocks]] = {}
+
+    @hook_impl(wrapper=True)
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Any
+    ) -> Generator[None, Any, Any]:
+        self._release_abandoned()
+        root = run_params.get("project_path")
+        if root:
+            namespaces = [node.namespace for node in pipeline.nodes]
+            if any(SHARED_OUTPUT in n.inputs for n in pipeline.nodes) and (
+                SHARED_OUTPUT not in pipeline.all_outputs()
+            ):
+                namespaces.append(None)  # ExternalDataHook will write the shared external data
+            plan = plan_locks(namespaces)
+            locks = RunLocks(Path(root), plan).acquire()
+            self._runs[_run_key(run_params)] = (threading.get_ident(), locks)
+            logger.debug("Run locks held: %s", ", ".join(str(lock) for lock in locks.locks))
+        else:
+            logger.warning("No project_path in run_params: this run takes no run lock")
+        try:
+            return (yield)
+        except BaseException:
+            self._release(run_params)
+            raise
+
+    @hook_impl(wrapper=True)
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        finally:
+            self._release(run_params)
+
+    @hook_impl(wrapper=True)
+    def on_pipeline_error(self, run_params: dict[str, Any]) -> Generator[None, Any, Any]:
+        try:
+            return (yield)
+        finally:
+            self._release(run_params)
+
+    def _release(self, run_params: dict[str, Any]) -> None:
+        entry = self._runs.pop(_run_key(run_params), None)
+        if entry is not None:
+            entry[1].release()
+
+    def _release_abandoned(self) -> None:
+        """Release the locks of runs that never reached their end: started by this thread (a new
+        run means the earlier one is over: Ctrl-C in a notebook, which Kedro does not pass to
+        ``on_pipeline_error``) or by a thread that is gone."""
+        alive = {thread.ident for thread in threading.enumerate()}
+        me = threading.get_ident()
+        for key, (thread, locks) in list(self._runs.items()):
+            if thread == me or thread not in alive:
+                logger.warning("Releasing the run locks of run %s, which did not finish", key)
+                self._runs.pop(key, None)
+                locks.release()
+
+
+def _run_key(run_params: dict[str, Any]) -> str:
+    return str(run_params.get("run_id"))

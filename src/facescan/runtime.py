@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -93,6 +94,10 @@ def select_device(
 ) -> torch.device:
     """The device for this process.
 
+    Local rank ``k`` takes GPU ``k`` of those visible. A launcher that gives every process its own
+    GPU (SLURM, Kubernetes: ``CUDA_VISIBLE_DEVICES`` set to one GPU per process) leaves each
+    worker one visible GPU whatever its local rank: that GPU, ``cuda:0``, is then its own.
+
     Args:
         requested: ``auto`` (the GPU when there is one), ``cpu`` or ``cuda``.
         local_rank: the worker's rank on its node, which picks its GPU; None = the current GPU.
@@ -103,19 +108,61 @@ def select_device(
 
     Raises:
         ValueError: for an unknown value, ``cuda`` on a machine where torch sees no GPU, or a
-            worker without a GPU of its own.
+            worker without a GPU of its own (more local ranks than the GPUs it sees, when it
+            sees several).
     """
     if device_type(requested, name) == "cpu":
         return torch.device("cpu")
-    index = local_rank if local_rank is not None else torch.cuda.current_device()
-    if index >= torch.cuda.device_count():
-        raise ValueError(
-            f"training.distributed.nproc_per_node: worker {index} has no GPU of its own "
-            f"(only {torch.cuda.device_count()} CUDA GPU(s) are visible); start at most one "
-            "worker per GPU (training.distributed.nproc_per_node: auto, or torchrun "
-            "--nproc-per-node)"
+    if local_rank is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    visible = torch.cuda.device_count()
+    if local_rank < visible:
+        return torch.device("cuda", local_rank)
+    if visible == 1:  # one GPU per process, bound by the launcher
+        logger.info(
+            "Local rank %d sees one GPU (CUDA_VISIBLE_DEVICES=%s): its own, cuda:0",
+            local_rank,
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
         )
-    return torch.device("cuda", index)
+        return torch.device("cuda", 0)
+    raise ValueError(
+        f"training.distributed.nproc_per_node: worker {local_rank} has no GPU of its own "
+        f"(only {visible} CUDA GPU(s) are visible); start at most one "
+        "worker per GPU (training.distributed.nproc_per_node: auto, or torchrun "
+        "--nproc-per-node)"
+    )
+
+
+def configure_cuda_math(
+    device: torch.device | str, *, cudnn_benchmark: bool, tf32: bool
+) -> dict[str, bool]:
+    """Process-wide CUDA math settings for training on ``device``; nothing on a CPU.
+
+    Args:
+        device: where the model runs (or its type, ``cpu``/``cuda``).
+        cudnn_benchmark: let cuDNN time its convolution algorithms on the first batch of each
+            input shape and keep the fastest (``torch.backends.cudnn.benchmark``): a gain for
+            the fixed input size of training, a cost when shapes vary. It makes runs less
+            reproducible in the last digits (the chosen algorithm may differ between runs).
+        tf32: TensorFloat-32 for float32 matmuls and convolutions on Ampere and later GPUs
+            (``torch.set_float32_matmul_precision("high")``, ``torch.backends.cudnn.allow_tf32``;
+            no effect on older GPUs). It only changes what runs in float32: under bf16/fp16
+            autocast the large matmuls and convolutions are half precision anyway. False gives
+            IEEE float32 (``"highest"``), e.g. for ``amp: off`` comparisons with float32.
+
+    Returns:
+        The settings in effect, ``{"cudnn_benchmark": ..., "tf32": ...}`` on CUDA (for the
+        provenance), ``{}`` on a CPU.
+    """
+    kind = device if isinstance(device, str) else device.type
+    if kind != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    # These two keep torch's legacy (allow_tf32) and new (fp32_precision) flags consistent:
+    # setting the new API directly makes a later read of the legacy one raise in torch >= 2.9.
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    return {"cudnn_benchmark": bool(cudnn_benchmark), "tf32": bool(tf32)}
 
 
 def _cpu_reason(device_name: str) -> str:
@@ -146,7 +193,8 @@ def resolve_precision(amp: str, device: torch.device, name: str = "training.amp"
         return Precision(None, False)
     if device.type == "cuda":
         # Native bf16 only (Ampere and later): torch would otherwise report the emulated,
-        # slow bf16 of older GPUs (V100, T4) as supported, where fp16 + GradScaler is the choice.
+        # slow bf16 of older GPUs (T4; V100 with a CUDA 12 build of torch) as supported, where
+        # fp16 + GradScaler is the choice.
         with torch.cuda.device(device):
             bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
         if amp == "bf16" and not bf16:

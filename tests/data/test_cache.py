@@ -284,9 +284,14 @@ def test_catalog_dataset_round_trip(kedro_project: Path, tmp_path: Path) -> None
     from kedro.io import DatasetError
 
     catalog = load_catalog(kedro_project)
-    with pytest.raises(DatasetError, match="no image cache at"):
+    with pytest.raises(DatasetError, match="no image cache at .* build it with kedro run --pipel"):
         catalog.load("val_cache")
     assert not catalog.exists("val_cache")
+    # Issue 13 item 10: the external cache names the pipeline that builds it (not preprocess).
+    with pytest.raises(
+        DatasetError, match=r"external yet; build it with kedro run --pipelines evaluate_external"
+    ):
+        catalog.load("external_cache")
     paths = []
     for i, colour in enumerate([RED, BLUE, RED]):
         p = tmp_path / f"img{i}.png"

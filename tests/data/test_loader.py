@@ -160,6 +160,41 @@ def test_default_num_workers_leaves_cores_for_compute(
     assert default_num_workers(ranks) == expected
 
 
+@pytest.mark.parametrize(
+    ("cores", "ranks", "device_type", "expected"),
+    [
+        (16, 1, "cpu", 2),  # training.device: cpu on a GPU machine: the CPU's count
+        (2, 1, "cpu", 0),
+        (16, 1, "cuda", 8),
+        (16, 8, "cuda", 1),
+    ],
+)
+def test_default_num_workers_follows_the_chosen_device_not_gpu_presence(
+    monkeypatch: pytest.MonkeyPatch, cores: int, ranks: int, device_type: str, expected: int
+) -> None:
+    """Issue "Ready for GPUs" item 7: the trainer passes its device's type."""
+    monkeypatch.setattr(loader_module, "usable_cores", lambda: cores)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    assert default_num_workers(ranks, device_type) == expected
+    with pytest.raises(ValueError, match="device_type must be 'cpu' or 'cuda', got 'gpu'"):
+        default_num_workers(ranks, "gpu")
+
+
+def test_pinned_memory_follows_the_chosen_device(
+    cache: ImageCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue "Ready for GPUs" item 7: ``training.device: cpu`` on a GPU machine must not pin
+    batches (pinning opens a CUDA context on GPU 0); callers that pass nothing keep the old
+    default (pinned when torch sees a GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    kwargs = {"train": False, "input_size": INPUT, "batch_size": 8}
+    assert not build_loader(cache, **kwargs, pin_memory=False).pin_memory
+    assert build_loader(cache, **kwargs, pin_memory=True).pin_memory
+    assert build_loader(cache, **kwargs).pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not build_loader(cache, **kwargs).pin_memory
+
+
 def test_default_num_workers_reads_this_machine() -> None:
     assert 0 <= default_num_workers() <= 8
 

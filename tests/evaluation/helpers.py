@@ -52,7 +52,7 @@ def fake_checkpoint(
         "train_seconds": 0.0,
         "input_size": input_size,
         "cache_size": cache_size,
-        "data_fingerprint": "fake",
+        "data_fingerprint": None,  # not trained on any cache: evaluation does not compare it
         "provenance": {"git_commit": "fake"},
     }
 

@@ -104,6 +104,20 @@ def test_robustness_can_be_switched_off(kedro_project: Path) -> None:
     assert table.empty and list(table.columns) == ["perturbation", "acc", "auc", "loss", "n"]
 
 
+def test_a_model_trained_on_other_data_is_refused(kedro_project: Path) -> None:
+    """Issue 13 item 3: after the split changes, an old model's training images may be test images."""
+    params = _params(ONE_VARIANT, FP32)
+    stale = {**fake_checkpoint("resnet50"), "data_fingerprint": "0" * 64}
+    load_catalog(kedro_project, params=params).save("resnet50.model", stale)
+    with pytest.raises(
+        ValueError,
+        match=r"resnet50\.model .*: variant 'resnet50' was trained on other data than the current "
+        r"train/val caches .* retrain it with kedro run --pipelines training --namespaces resnet50",
+    ):
+        run_kedro(kedro_project, ["data", "evaluation"], params=params)
+    assert not (kedro_project / "data" / "07_model_output" / "resnet50" / "metrics.json").exists()
+
+
 def test_a_checkpoint_of_another_variant_is_refused(kedro_project: Path) -> None:
     params = _params(ONE_VARIANT, FP32)
     load_catalog(kedro_project, params=params).save(
@@ -132,11 +146,21 @@ def test_evaluate_external_on_a_second_synthetic_set(kedro_project: Path) -> Non
     predictions = pd.read_csv(out / "external_predictions.csv")
     assert len(predictions) == 24 and predictions["path"].str.contains("synthetic_external").all()
 
-    # --namespaces skips the data nodes: a cache built for another external source is refused.
+    # --namespaces keeps only the run's nodes; the external data is still built from the
+    # configuration of this run (issue 13 item 10), here another external set.
     other = _params(params, {"external": {"synthetic": {"seed": 7}}})
-    with pytest.raises(ValueError, match="external_cache was built from"):
-        run_kedro(kedro_project, ["evaluate_external"], params=other, namespaces=["resnet50"])
+    run_kedro(kedro_project, ["evaluate_external"], params=other, namespaces=["resnet50"])
+    metrics = json.loads((out / "external_metrics.json").read_text())
+    assert metrics["external_source"]["synthetic"]["seed"] == 7
+
+
+def test_evaluate_external_for_one_namespace_on_a_fresh_project(kedro_project: Path) -> None:
+    """Issue 13 item 10: no external cache on disk yet, one chosen variant."""
+    params = _params(ONE_VARIANT, FP32)
+    load_catalog(kedro_project, params=params).save("resnet50.model", fake_checkpoint("resnet50"))
     run_kedro(kedro_project, ["evaluate_external"], params=params, namespaces=["resnet50"])
+    out = kedro_project / "data" / "07_model_output" / "resnet50"
+    assert json.loads((out / "external_metrics.json").read_text())["n"] == 24
 
 
 def test_external_configuration_errors_name_the_external_parameters() -> None:

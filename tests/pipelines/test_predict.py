@@ -111,3 +111,22 @@ def test_a_checkpoint_that_does_not_fit_names_the_dataset_and_the_fix(kedro_proj
     load_catalog(kedro_project).save("resnet50.model", bare)
     with pytest.raises(ValueError, match=r"^resnet50.model \(.*\): not a facescan checkpoint but"):
         run_predict(kedro_project, input_path=str(folder))
+
+
+def test_predict_decodes_as_the_training_images_were(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13: the checkpoint records max_size and background; predict reuses them."""
+    import logging
+
+    from facescan.pipelines.predict.nodes import _decoding
+
+    ckpt = {"preprocess": {"max_size": 512, "background": [0, 0, 0]}}
+    with caplog.at_level(logging.WARNING, logger="facescan"):
+        assert _decoding(ckpt, {"max_size": 1024}, [255, 255, 255], "vit") == (512, (0, 0, 0))
+    assert "preprocess.max_size is 1024 but vit was trained on images decoded with 512" in (
+        caplog.text
+    )
+    assert "data.background is [255, 255, 255]" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="facescan"):  # an older checkpoint: today's
+        assert _decoding({}, {"max_size": 1024}, [1, 2, 3], "vit") == (1024, (1, 2, 3))
+    assert caplog.text == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,7 @@ def outputs() -> dict:
         }
     )
     datasets.update(
+        test_cache=MemoryDataset(SimpleNamespace(sha256="c" * 64), copy_mode="assign"),
         split_manifest=MemoryDataset(split),
         rejected_images=MemoryDataset(pd.DataFrame({"path": ["/x.jpg"], "reason": ["zero bytes"]})),
         stage_timings=MemoryDataset({"training": 30.0, "evaluation": 4.0}),
@@ -157,6 +159,24 @@ def test_report_embeds_table_plots_and_caveats(outputs) -> None:
     assert "zero bytes" in html  # the rejected file's reason
     assert re.search(r"Wall time per stage</h3>.*<td>training</td>\s*<td>30\.0+</td>", html, re.S)
     assert outputs["robustness_table"]["variant"].unique().tolist() == ["resnet50", "vit"]
+
+
+def test_metrics_scored_on_another_test_set_are_refused() -> None:
+    """Issue 13 item 3: after the split or the images change, old metrics are not reported."""
+    from facescan.pipelines.reporting.nodes import gather_results
+
+    result = fake_run("resnet50", 0, 3)
+    metrics = {**result.metrics, "test_cache_sha256": "a" * 64}
+    values = (metrics, result.predictions, result.history, result.robustness)
+    current = SimpleNamespace(sha256="b" * 64)
+    with pytest.raises(
+        ValueError,
+        match=r"^resnet50\.metrics \(data/07_model_output/resnet50/metrics.json\) was scored on "
+        r"another test set .* kedro run --pipelines training,evaluation --namespaces resnet50$",
+    ):
+        gather_results([("resnet50", "resnet50", 0)], current, *values)
+    same = SimpleNamespace(sha256="a" * 64)
+    assert gather_results([("resnet50", "resnet50", 0)], same, *values)[0].variant == "resnet50"
 
 
 def test_reporting_of_no_runs_is_empty() -> None:

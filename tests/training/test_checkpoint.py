@@ -126,6 +126,46 @@ def test_saving_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["model.pt"]  # no temp file left
 
 
+def test_saved_files_follow_the_umask_and_dead_writers_temp_files_are_swept(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 item 9: mode 0666 - umask (not mkstemp's 0600); killed saves leave no litter."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    target = tmp_path / "m" / "model.pt"
+    target.parent.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    left = target.parent / f".model.pt.{host}.{int(dead.stdout)}.abc123.tmp"
+    live = target.parent / f".model.pt.{host}.{os.getpid()}.def456.tmp"
+    other_host = target.parent / ".model.pt.otherhost.1.ghi789.tmp"
+    for f in (left, live, other_host):
+        f.write_bytes(b"partial")
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"w": torch.ones(1)}, target)
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert not left.exists()  # its writer is dead
+    assert live.exists() and other_host.exists()  # a live writer's, another host's (recent)
+    os.utime(other_host, (0, 0))  # older than a day: swept whoever wrote it
+    old = os.umask(0o077)
+    try:
+        atomic_torch_save({"w": torch.ones(1)}, target)
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o600 and not other_host.exists()
+
+
 SOURCE = "resnet50.model (data/06_models/resnet50/model.pt, latest version)"
 
 
@@ -184,3 +224,19 @@ def test_checkpoints_saved_before_the_stability_options_still_load(variant: str)
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_what_a_checkpoint_asks_for_is_bounded_before_a_model_is_built(trained) -> None:
+    """Issue 13: options asking for a huge model, or absurd image sides, are refused up front."""
+    _, ckpt = trained
+    huge = {**ckpt, "model_options": {**ckpt["model_options"], "aspp_channels": 200_000}}
+    # 2048 -> 200k channels with 3x3 kernels would be billions of parameters: only a meta-device
+    # model is built, and the weights' shapes do not fit it.
+    with pytest.raises(ValueError, match=r"do not fit the model its options build .*resized"):
+        model_from_checkpoint(huge, source="x.pt")
+    for key, value in (("input_size", 10**6), ("cache_size", "56"), ("input_size", True)):
+        with pytest.raises(ValueError, match=rf"^x\.pt: its {key} is .*not an image side in 32"):
+            model_from_checkpoint({**ckpt, key: value}, source="x.pt")
+    without = {k: v for k, v in ckpt.items() if k != "cache_size"}
+    with pytest.raises(ValueError, match=r"incomplete facescan checkpoint \(no cache_size\)"):
+        model_from_checkpoint(without, source="x.pt")

@@ -144,3 +144,19 @@ def test_options_that_cannot_change_a_variant_do_not_retrain_it() -> None:
     assert fingerprint("aspp_vit") != fingerprint("aspp_vit", {"transformer_lr_scale": 0.5})
     assert fingerprint("resnet50") != fingerprint("resnet50", {"warmup_epochs": 1})
     assert fingerprint("resnet50") != fingerprint("resnet50", zero_init_head=False)
+
+
+def test_a_change_of_the_training_code_changes_the_fingerprint(monkeypatch) -> None:
+    """Issue 13 item 3: a code fix retrains (its source hash is part of the run fingerprint)."""
+    import importlib
+
+    from facescan.models import resolve_options
+
+    fit_module = importlib.import_module("facescan.training.fit")  # the module, not fit()
+
+    config = TrainConfig.from_params({}, check_machine=False)
+    options = resolve_options("resnet50")
+    before = fit_module.run_fingerprint(options, config, 0, 48, "data")
+    assert fit_module.code_fingerprint() == fit_module.code_fingerprint()  # stable
+    monkeypatch.setattr(fit_module, "code_fingerprint", lambda: "edited")
+    assert fit_module.run_fingerprint(options, config, 0, 48, "data") != before

@@ -55,3 +55,18 @@ def test_trains_and_saves_to_the_catalog(kedro_project: Path, tiny_model) -> Non
     ckpt = load_catalog(kedro_project).load("resnet50.model")
     assert (ckpt["namespace"], ckpt["seed"], len(ckpt["history"])) == ("resnet50", 0, 1)
     assert (kedro_project / "data/07_model_output/resnet50/history.csv").is_file()
+
+
+def test_refuses_while_a_run_of_the_same_namespace_holds_its_lock(
+    kedro_project: Path, tiny_model
+) -> None:
+    """The torchrun entry point takes the locks `kedro run --namespaces <ns>` would."""
+    from facescan.locks import LockBusyError, RunLocks, plan_locks
+
+    make_cache(kedro_project / "data/05_model_input/train", 16, seed=0)
+    make_cache(kedro_project / "data/05_model_input/val", 8, seed=1)
+    with (
+        RunLocks(kedro_project, plan_locks(["resnet50"])),
+        pytest.raises(LockBusyError, match=r"ns-resnet50\.lock is held by pid \d+"),
+    ):
+        main(["--variant", "resnet50", "--env", "test", "--params", "training.max_epochs=1"])

@@ -202,3 +202,80 @@ def test_parameter_groups_give_the_transformer_its_own_rate() -> None:
     optimizer.step()
     scheduler.step()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-3, 2e-4])
+
+
+@pytest.fixture
+def gpus(monkeypatch: pytest.MonkeyPatch):
+    """This machine as one whose process sees ``n`` CUDA GPUs (``gpus(n)``)."""
+
+    def visible(n: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    return visible
+
+
+def test_a_launcher_that_binds_one_gpu_per_process_is_honoured(gpus) -> None:
+    """Issue "Ready for GPUs" item 6: SLURM/Kubernetes set CUDA_VISIBLE_DEVICES to one GPU per
+    process, so local rank 3 sees one GPU, cuda:0: its own (this was refused at start-up)."""
+    gpus(1)
+    for local_rank in (0, 1, 3):
+        assert runtime.select_device("cuda", local_rank) == torch.device("cuda", 0)
+        assert runtime.select_device("auto", local_rank) == torch.device("cuda", 0)
+    assert runtime.select_device("cuda") == torch.device("cuda", 0)
+    assert runtime.select_device("cpu", 3) == CPU
+
+
+def test_each_local_rank_takes_its_gpu_and_extra_ranks_are_refused(gpus) -> None:
+    gpus(4)
+    assert [runtime.select_device("cuda", r).index for r in range(4)] == [0, 1, 2, 3]
+    gpus(2)
+    with pytest.raises(
+        ValueError,
+        match=r"^training.distributed.nproc_per_node: worker 3 has no GPU of its own \(only 2 "
+        r"CUDA GPU\(s\) are visible\); start at most one worker per GPU",
+    ):
+        runtime.select_device("cuda", 3)
+
+
+@pytest.fixture
+def cuda_math():
+    """Restore the process-wide flags configure_cuda_math sets."""
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+
+
+def test_cuda_math_settings_apply_on_a_gpu_only(cuda_math: None) -> None:
+    """Issue "Ready for GPUs" item 8: cuDNN autotuning and TF32 (training.cudnn_benchmark,
+    training.tf32); flags only, so a stand-in CUDA device is enough."""
+    torch.backends.cudnn.benchmark = False
+    torch.set_float32_matmul_precision("highest")
+    assert runtime.configure_cuda_math(CPU, cudnn_benchmark=True, tf32=True) == {}
+    assert not torch.backends.cudnn.benchmark
+    assert torch.get_float32_matmul_precision() == "highest"
+
+    gpu = torch.device("cuda", 0)
+    applied = runtime.configure_cuda_math(gpu, cudnn_benchmark=True, tf32=True)
+    assert applied == {"cudnn_benchmark": True, "tf32": True}
+    assert torch.backends.cudnn.benchmark
+    assert torch.get_float32_matmul_precision() == "high"
+    # Torch's legacy and new flags agree (reading one after setting the other can raise).
+    assert torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+
+    applied = runtime.configure_cuda_math("cuda", cudnn_benchmark=False, tf32=False)
+    assert applied == {"cudnn_benchmark": False, "tf32": False}
+    assert not torch.backends.cudnn.benchmark
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert not torch.backends.cudnn.allow_tf32

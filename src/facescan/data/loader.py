@@ -67,7 +67,17 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_num_workers(ranks: int = 1) -> int:
+def _on_gpu(device_type: str | None) -> bool:
+    """Whether the training runs on a GPU: ``device_type`` (``cpu``/``cuda``) when given, else
+    whether torch sees one (what callers that do not name their device get)."""
+    if device_type is None:
+        return torch.cuda.is_available()
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"device_type must be 'cpu' or 'cuda', got {device_type!r}")
+    return device_type == "cuda"
+
+
+def default_num_workers(ranks: int = 1, device_type: str | None = None) -> int:
     """DataLoader workers per process, from the machine, leaving cores for compute.
 
     With a GPU the training process mostly waits on the device, so the other cores load (up to
@@ -77,12 +87,15 @@ def default_num_workers(ranks: int = 1) -> int:
 
     Args:
         ranks: training processes sharing the machine (DDP ranks).
+        device_type: where the model runs, ``cpu`` or ``cuda`` (a CPU run on a GPU machine is
+            a CPU run); None = ``cuda`` when torch sees a GPU.
 
     Returns:
-        The number of workers for each rank.
+        The number of workers for each rank: ``min(8, c - 1)`` on a GPU and
+        ``min(2, (c - 1) // 2)`` on a CPU (never below 0), ``c`` = usable cores // ``ranks``.
     """
     per_rank = usable_cores() // max(1, ranks)
-    if torch.cuda.is_available():
+    if _on_gpu(device_type):
         return max(0, min(8, per_rank - 1))
     return max(0, min(2, (per_rank - 1) // 2))
 
@@ -109,6 +122,7 @@ def build_loader(
     seed: int = 0,
     drop_last: bool | None = None,
     persistent_workers: bool | None = None,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """A DataLoader of ``(images, labels)`` batches over a cache.
 
@@ -123,6 +137,10 @@ def build_loader(
         drop_last: drop the last incomplete batch; default ``train`` (a batch of one would break
             BatchNorm in training, and evaluation must see every image).
         persistent_workers: keep workers between epochs; default ``num_workers > 0``.
+        pin_memory: batches in page-locked memory, for asynchronous copies to a GPU: pass
+            ``device.type == "cuda"`` of the device the batches go to (pinning opens a CUDA
+            context on the current GPU, which a CPU run on a GPU machine must not); default
+            (None) = whether torch sees a GPU.
 
     Returns:
         Batches of float32 ``(B, 3, input_size, input_size)`` and int64 ``(B,)``.
@@ -152,7 +170,7 @@ def build_loader(
         shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
         drop_last=drop_last,
         generator=generator,
         worker_init_fn=seed_worker,

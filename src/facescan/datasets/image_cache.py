@@ -20,7 +20,10 @@ class ImageCacheDataset(AbstractDataset[ImageStream, ImageCache]):
     returns an :class:`~facescan.data.cache.ImageCache`, a small picklable handle whose images are
     memory-mapped on first access in each process.
 
-    The folder must be on a local file system (memory mapping needs one).
+    The folder must be on a local file system (memory mapping needs one). A handle mapped again in
+    another process (a DataLoader or DDP worker) checks that the folder still holds the cache it
+    was loaded from, and raises :class:`~facescan.data.cache.CacheReplacedError` if a concurrent
+    preprocess run replaced it.
 
     Example catalog entry::
 
@@ -30,15 +33,27 @@ class ImageCacheDataset(AbstractDataset[ImageStream, ImageCache]):
 
     Args:
         path: the cache folder.
+        built_by: the command that writes this cache, named when it is missing.
         metadata: free-form metadata, ignored by the dataset (kedro-viz shows it).
     """
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        built_by: str = "kedro run --pipelines data",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self._path = PurePosixPath(path)
+        self._built_by = built_by
         self.metadata = metadata
 
     def load(self) -> ImageCache:
-        return ImageCache.open(Path(self._path))
+        try:
+            return ImageCache.open(Path(self._path))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"no image cache at {self._path} yet; build it with {self._built_by}"
+            ) from exc
 
     def save(self, data: ImageStream) -> None:
         if not isinstance(data, ImageStream):

@@ -120,15 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-    import pandas as pd
     from kedro.io import DataCatalog
     from kedro.io.core import generate_timestamp
 
-    from facescan.checkpoint import HISTORY_COLUMNS
-    from facescan.models import resolve_options
+    from facescan.locks import RunLocks, plan_locks
     from facescan.pipeline_registry import config_loader
-    from facescan.training import TrainConfig, fit
-    from facescan.training.config import ModelParams
 
     conf_source = Path(args.conf_source)
     if not conf_source.is_dir():
@@ -139,6 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     params = loader["parameters"]
     catalog = DataCatalog.from_config(loader["catalog"], save_version=generate_timestamp())
     run = _select_run(params.get("ablation") or {}, args.variant, args.seed)
+    # As `kedro run --pipelines training --namespaces <ns>` (facescan.hooks.RunLockHook): the
+    # project lock shared and this namespace's exclusively; rank 0 only (one lock per job).
+    locks = RunLocks(Path.cwd(), plan_locks([run.namespace])).acquire() if rank == 0 else None
+    try:
+        return _train(args, params, catalog, run)
+    finally:
+        if locks is not None:
+            locks.release()
+
+
+def _train(args: argparse.Namespace, params: dict[str, Any], catalog: Any, run: Any) -> int:
+    """Train ``run`` and save it to the catalog (rank 0)."""
+    import pandas as pd
+
+    from facescan.checkpoint import HISTORY_COLUMNS
+    from facescan.models import resolve_options
+    from facescan.training import TrainConfig, fit
+    from facescan.training.config import ModelParams
+
     config = TrainConfig.from_params(params.get("training"))
     model = ModelParams.parse(params.get("model"))
     options = resolve_options(

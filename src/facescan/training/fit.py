@@ -12,6 +12,7 @@ back from rank 0's ``best.pt``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from facescan import provenance, runtime
+from facescan.checkpoint import data_fingerprint
 from facescan.data.cache import ImageCache
 from facescan.models.variants import effective_options
 from facescan.training import distributed
@@ -29,17 +31,35 @@ from facescan.training.config import TrainConfig
 from facescan.training.state import RunFiles
 from facescan.training.trainer import RunSpec, check_batch_split, class_weight_tensor, run_worker
 
-__all__ = ["data_fingerprint", "fit", "run_fingerprint"]
+__all__ = ["code_fingerprint", "data_fingerprint", "fit", "run_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 # Bump when a change of the training code makes old runs not comparable (forces retraining).
 _ENGINE_VERSION = 1
 
+#: The code whose changes can change trained weights: any edit of it retrains (its hash is part
+#: of the run fingerprint), so a fixed bug never leaves a run trained by the old code "finished".
+_WEIGHT_CODE = (
+    "models",
+    "training",
+    "runtime.py",
+    "checkpoint.py",
+    "data/loader.py",
+    "data/transforms.py",
+)
 
-def data_fingerprint(train_cache: ImageCache, val_cache: ImageCache) -> str:
-    """Hash of the train and validation caches' content (pixels, labels and paths)."""
-    digest = hashlib.sha256(f"train:{train_cache.sha256};val:{val_cache.sha256}".encode())
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 of the source of the model, the training engine and the training-time data path."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for part in _WEIGHT_CODE:
+        path = root / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -65,6 +85,7 @@ def run_fingerprint(
         training["transformer_lr_scale"] = None
     payload = {
         "engine": _ENGINE_VERSION,
+        "code": code_fingerprint(),
         "model": model,
         "training": training,
         "input_size": input_size,

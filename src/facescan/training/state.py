@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facescan.checkpoint import atomic_torch_save, load_torch
+from facescan.checkpoint import atomic_torch_save, fsync_dir, load_torch
 
 __all__ = ["RunFiles"]
 
@@ -157,4 +157,5 @@ class RunFiles:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.done)
+        fsync_dir(self.folder)
         self.last.unlink(missing_ok=True)

@@ -555,6 +555,12 @@ class _Trainer:
             "train_seconds": progress.train_seconds,
             "input_size": spec.input_size,
             "cache_size": spec.train_cache.size,
+            # How the training images were decoded into the cache: predict decodes new images the
+            # same way, whatever the parameters say when it runs.
+            "preprocess": {
+                "max_size": spec.train_cache.meta.get("max_size"),
+                "background": spec.train_cache.meta.get("background"),
+            },
             "data_fingerprint": spec.data_fingerprint,
             "run_fingerprint": spec.fingerprint,
             "provenance": spec.provenance,

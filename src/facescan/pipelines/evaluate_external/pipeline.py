@@ -1,8 +1,9 @@
 """The ``evaluate_external`` pipeline: ingest ``external.source`` -> cache -> score each run.
 
 Shared (un-namespaced) nodes build ``external_cache`` with the same ingestion and preprocessing
-as the training data; one namespaced node per run scores it. With ``--namespaces`` only the
-scoring runs, on the cache already on disk (checked against the current ``external`` config).
+as the training data; one namespaced node per run scores it. ``--namespaces`` keeps only the chosen
+runs' scoring nodes; :class:`~facescan.pipelines.evaluate_external.hooks.ExternalDataHook` then runs
+the shared data nodes first, so the cache always follows the current ``external`` configuration.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from facescan.checkpoint import catalog_source, check_trained_on
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import classification_metrics, json_ready
@@ -71,6 +72,7 @@ def evaluate_model(
     test_cache: ImageCache,
     val_cache: ImageCache,
     evaluation: EvaluationConfig,
+    train_cache: ImageCache | None = None,
     *,
     variant: str,
     namespace: str | None = None,
@@ -82,6 +84,8 @@ def evaluate_model(
         test_cache: the test split's image cache.
         val_cache: the validation split's image cache.
         evaluation: ``evaluation`` parameters.
+        train_cache: the training split's cache: with ``val_cache``, what the checkpoint must have
+            been trained on (a model trained on another split is refused); None skips the check.
         variant: the run's variant key (a checkpoint of another variant is refused).
         namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
@@ -93,6 +97,8 @@ def evaluate_model(
     cfg = EvaluationConfig.from_params(evaluation)
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp)
     model = load_run_model(checkpoint, variant, namespace, device, channels_last)  # checks it first
+    if train_cache is not None:
+        check_trained_on(checkpoint, train_cache, val_cache, catalog_source(namespace or variant))
     _check_cache(test_cache, checkpoint, "test_cache")
     input_size = int(checkpoint["input_size"])
     params = count_parameters(model)

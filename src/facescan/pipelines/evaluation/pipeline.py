@@ -23,7 +23,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
             [
                 Node(
                     bind(evaluate_model, variant=run.variant, namespace=run.namespace),
-                    inputs=["model", "test_cache", "val_cache", "params:evaluation"],
+                    inputs=["model", "test_cache", "val_cache", "params:evaluation", "train_cache"],
                     outputs=["test_predictions", "metrics"],
                     name="evaluate_model",
                 ),
@@ -39,7 +39,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
             Pipeline(
                 base,
                 namespace=run.namespace,
-                inputs={"test_cache", "val_cache"},
+                inputs={"train_cache", "test_cache", "val_cache"},
                 parameters={"params:evaluation"},
             )
         )

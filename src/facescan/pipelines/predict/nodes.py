@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from facescan.data.imaging import check_background
@@ -21,6 +22,32 @@ from facescan.evaluation.scoring import (
 from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
+
+
+def _decoding(
+    checkpoint: Mapping[str, Any], preprocess: Mapping[str, Any], background: Any, run: str
+) -> tuple[int, tuple[int, int, int]]:
+    """``max_size`` and ``background`` as the run's training images were decoded (the checkpoint
+    records them; older checkpoints: the current parameters), warning when today's differ."""
+    current = {
+        "max_size": int(preprocess["max_size"]),
+        "background": list(check_background(background, "data.background")),
+    }
+    trained = {k: v for k, v in (checkpoint.get("preprocess") or {}).items() if v is not None}
+    for key, value in trained.items():
+        if key in current and list(np.atleast_1d(value)) != list(np.atleast_1d(current[key])):
+            name = "preprocess.max_size" if key == "max_size" else "data.background"
+            logger.warning(
+                "%s is %s but %s was trained on images decoded with %s; predict uses the "
+                "training value, so the scores match what the model learned from",
+                name,
+                current[key],
+                run,
+                value,
+            )
+    chosen = {**current, **trained}
+    colour = check_background(chosen["background"], "data.background")
+    return int(chosen["max_size"]), colour
 
 
 def predict_images(
@@ -58,6 +85,7 @@ def predict_images(
         FileNotFoundError: naming ``predict.input_path`` when it does not exist or holds no image.
     """
     cfg = PredictConfig.from_params(predict)
+    max_size, background = _decoding(checkpoint, preprocess, background, namespace or variant)
     paths = list_image_files(cfg.input_path, name="predict.input_path")
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp, prefix="predict")
     model = load_run_model(checkpoint, variant, namespace, device, channels_last)
@@ -72,14 +100,14 @@ def predict_images(
         model,
         paths,
         cache_size=int(checkpoint["cache_size"]),
-        max_size=int(preprocess["max_size"]),
+        max_size=max_size,
         input_size=int(checkpoint["input_size"]),
         batch_size=cfg.batch_size,
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
         num_workers=resolve_num_workers(cfg.num_workers, "predict.num_workers"),
-        background=check_background(background, "data.background"),
+        background=background,
         desc=f"predict {checkpoint.get('namespace', variant)}",
     )
     p_fake = p_fake_from_logits(logits) if len(scored) else []

@@ -41,15 +41,22 @@ logger = logging.getLogger(__name__)
 RUN_INPUTS = ("metrics", "test_predictions", "history", "robustness")
 
 
-def gather_results(runs: Sequence[tuple[str, str, int | None]], *values: Any) -> list[RunResult]:
-    """Bundle every run's evaluation outputs.
+def gather_results(
+    runs: Sequence[tuple[str, str, int | None]], test_cache: Any, *values: Any
+) -> list[RunResult]:
+    """Bundle every run's evaluation outputs, refusing any scored on other test images than today's.
 
     Args:
         runs: ``(namespace, variant, seed)`` per run, in the configured order.
+        test_cache: the current test cache (its content hash changes with the images, the split
+            and the preprocessing); each run's metrics record the hash of the cache it scored.
         *values: for each run, its :data:`RUN_INPUTS` in that order.
 
     Returns:
         One :class:`RunResult` per run.
+
+    Raises:
+        ValueError: naming the run's metrics file and the command that evaluates it again.
     """
     k = len(RUN_INPUTS)
     if len(values) != k * len(runs):
@@ -57,6 +64,15 @@ def gather_results(runs: Sequence[tuple[str, str, int | None]], *values: Any) ->
     results = []
     for i, (namespace, variant, seed) in enumerate(runs):
         metrics, predictions, history, robustness = values[k * i : k * (i + 1)]
+        scored = metrics.get("test_cache_sha256")
+        if scored is not None and scored != test_cache.sha256:
+            raise ValueError(
+                f"{namespace}.metrics (data/07_model_output/{namespace}/metrics.json) was scored "
+                f"on another test set than the current test_cache (test cache {str(scored)[:12]}, "
+                f"now {test_cache.sha256[:12]}: the images, split or preprocessing changed since); "
+                f"train and evaluate it again with kedro run --pipelines training,evaluation "
+                f"--namespaces {namespace}"
+            )
         results.append(
             RunResult(namespace, variant, seed, dict(metrics), predictions, history, robustness)
         )

@@ -35,7 +35,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
         warnings.filterwarnings("ignore", message="One or more dataset names contain")
         gather_node = Node(
             gather,
-            inputs=[f"{r.namespace}.{kind}" for r in runs for kind in RUN_INPUTS],
+            inputs=["test_cache"] + [f"{r.namespace}.{kind}" for r in runs for kind in RUN_INPUTS],
             outputs="ablation_results",
             name="gather_results",
         )
