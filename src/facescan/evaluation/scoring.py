@@ -116,14 +116,15 @@ class Scores:
         return len(self.labels) / self.seconds if self.seconds > 0 else float("nan")
 
 
-def resolve_num_workers(value: int | str | None, name: str) -> int:
-    """``auto``/None -> :func:`facescan.data.loader.default_num_workers`; else a non-negative int.
+def resolve_num_workers(value: int | str | None, name: str, device_type: str | None = None) -> int:
+    """``auto``/None -> :func:`facescan.data.loader.default_num_workers` for the device that
+    scores (``cpu``/``cuda``; None: whether a GPU is present); else a non-negative int.
 
     Raises:
         ValueError: naming the parameter ``name`` when the value is neither.
     """
     if value is None or value == "auto":
-        return default_num_workers()
+        return default_num_workers(1, device_type)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be 'auto' or a non-negative integer, got {value!r}")
     return value
@@ -196,7 +197,12 @@ def score_cache(
         The logits in cache order, the labels, and the wall time of the pass.
     """
     loader = build_loader(
-        cache, train=False, input_size=input_size, batch_size=batch_size, num_workers=num_workers
+        cache,
+        train=False,
+        input_size=input_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",  # not on a GPU machine told to score on the CPU
     )
     start = time.perf_counter()
     logits, labels = predict_logits(

@@ -53,6 +53,8 @@ RESULT_KEYS = (
     "class_weights",
     "seed",
     "amp",
+    "tf32",
+    "sync_batchnorm",
 )
 
 
@@ -136,6 +138,17 @@ class TrainConfig(Params):
     amp: Amp = Field("auto", description="auto | bf16 | fp16 | off")
     channels_last: AutoOrBool = Field("auto", description='"auto" (on where amp is on) or a bool')
     compile: StrictBool = Field(False, description="wrap the model in torch.compile")
+    sync_batchnorm: AutoOrBool = Field(
+        "auto",
+        description="SyncBatchNorm across DDP workers: auto = on CUDA with more than one worker "
+        "(BN over the global batch whatever the GPU count); true needs CUDA",
+    )
+    cudnn_benchmark: StrictBool = Field(
+        True, description="cuDNN autotuning for the fixed input size (CUDA only)"
+    )
+    tf32: StrictBool = Field(
+        True, description="TF32 matmuls and convolutions on Ampere and newer (CUDA only)"
+    )
     device: Device = Field("auto", description="auto | cpu | cuda")
     num_workers: Integer(0, auto=True) = Field(
         "auto", description='DataLoader workers per rank, or "auto"'
@@ -209,6 +222,7 @@ class TrainConfig(Params):
         if self.amp == "fp16" and device == "cpu":
             runtime.resolve_precision(self.amp, torch.device("cpu"))
         runtime.resolve_backend(self.distributed.backend, device)
+        runtime.use_sync_batchnorm(self.sync_batchnorm, torch.device(device), 1)
         if not ("TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ):
             runtime.resolve_nproc(self.distributed.nproc_per_node, device)
         return device

@@ -70,13 +70,17 @@ def run_fingerprint(
     input_size: int,
     data_hash: str,
     pretrained: str | None = None,
+    world_size: int = 1,
 ) -> str:
     """What decides a run's weights, hashed: equal fingerprints may resume or skip each other.
 
-    Paths, worker and thread counts, ``compile`` and the checkpoint interval are left out (they
-    change speed, not results), and so is the number of DDP workers, so a run may resume on
-    another number of GPUs (the global batch is the same). Options that cannot change this
-    variant (a ViT option without a ViT, ``transformer_lr_scale`` without one) are left out too.
+    Paths, loader worker and thread counts, ``compile`` and the checkpoint interval are left out
+    (they change speed, not results). The number of DDP workers is in: BatchNorm statistics depend
+    on it (each worker normalises its share of the batch unless SyncBatchNorm is on, and DDP keeps
+    rank 0's running statistics), so a run resumes only on as many workers as it started with.
+    Options that cannot change this variant (a ViT option without a ViT,
+    ``transformer_lr_scale`` without one) are left out, and the source of the weight-deciding code
+    (:func:`code_fingerprint`) is in.
     """
     # How the weights start hashes as when it was a model option (fingerprints stay the same).
     model = {**effective_options(model_options), "pretrained": pretrained}
@@ -90,6 +94,9 @@ def run_fingerprint(
         "training": training,
         "input_size": input_size,
         "data": data_hash,
+        # BatchNorm without SyncBatchNorm normalises over each worker's share of the batch, and
+        # DDP keeps rank 0's running statistics: the weights depend on the number of workers.
+        "world_size": world_size,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -133,7 +140,18 @@ def fit(
     seed = config.seed if seed is None else int(seed)
     options = dict(model_options)
     data_hash = data_fingerprint(train_cache, val_cache)
-    fingerprint = run_fingerprint(options, config, seed, input_size, data_hash, pretrained)
+    torchrun = distributed.under_torchrun()
+    # The device type only: a CUDA context here would hold GPU memory for the whole run.
+    device = runtime.device_type(config.device)
+    nproc = (
+        distributed.dist_env().local_world_size
+        if torchrun
+        else runtime.resolve_nproc(config.distributed.nproc_per_node, device)
+    )
+    world_size = distributed.dist_env().world_size if torchrun else nproc
+    fingerprint = run_fingerprint(
+        options, config, seed, input_size, data_hash, pretrained, world_size=world_size
+    )
     temporary = config.resume_dir is None
     run_dir = Path(
         tempfile.mkdtemp(prefix=f"facescan-{namespace}-")
@@ -141,19 +159,11 @@ def fit(
         else Path(config.resume_dir) / namespace
     )
     files = RunFiles(run_dir)
-    torchrun = distributed.under_torchrun()
     try:
         # Under torchrun, rank 0 decides inside the job instead (nodes may not share disks).
         decision = None if torchrun else files.decide(fingerprint, config.force, namespace)
         if decision == "skip":
             return files.load_best()
-        # The device type only: a CUDA context here would hold GPU memory for the whole run.
-        device = runtime.device_type(config.device)
-        nproc = (
-            distributed.dist_env().local_world_size
-            if torchrun
-            else runtime.resolve_nproc(config.distributed.nproc_per_node, device)
-        )
         # Configuration errors surface here, before any worker is spawned.
         if not torchrun:
             check_batch_split(config.batch_size, nproc)

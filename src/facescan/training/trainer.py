@@ -208,6 +208,9 @@ def run_worker(spec: RunSpec) -> None:
     device = runtime.select_device(config.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    cuda_math = runtime.configure_cuda_math(
+        device, cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32
+    )
     check_batch_split(config.batch_size, env.world_size)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(runtime.threads_per_rank(config.threads, env.local_world_size))
@@ -216,7 +219,7 @@ def run_worker(spec: RunSpec) -> None:
         backend = runtime.resolve_backend(config.distributed.backend, device)
         init_process_group(backend, config.distributed.timeout_s, device)
     try:
-        _Trainer(spec, env, device).run()
+        _Trainer(spec, env, device, cuda_math).run()
     except BaseException as exc:
         if distributed:
             record_failure(env.rank, exc)  # before the teardown below, which peers may outlive
@@ -281,8 +284,16 @@ class _Parts:
 class _Trainer:
     """One rank's training run."""
 
-    def __init__(self, spec: RunSpec, env: DistEnv, device: torch.device) -> None:
+    def __init__(
+        self,
+        spec: RunSpec,
+        env: DistEnv,
+        device: torch.device,
+        cuda_math: dict[str, bool] | None = None,
+    ) -> None:
         self.spec = spec
+        self.cuda_math = cuda_math or {}
+        self.sync_batchnorm = False
         self.cfg = spec.config
         self.env = env
         self.device = device
@@ -301,11 +312,15 @@ class _Trainer:
         sampler, train_loader, val_loader = self._loaders()
         parts = self._build(state, steps_per_epoch=len(train_loader))
         progress = _Progress.from_state(state) if state is not None else _Progress()
-        if state is not None:  # the schedule at the first step of the epoch to run
+        resuming = state is not None
+        # The weights and optimizer moments are in the built objects now: do not hold a second
+        # copy (about 660 MB per rank for the full model) for the whole run.
+        state = decision = None
+        if resuming:  # the schedule at the first step of the epoch to run
             seek(parts.scheduler, len(progress.history) * len(train_loader))
         start_epoch = len(progress.history) + 1
         if env.primary:
-            self._log_start(parts, state is not None, start_epoch)
+            self._log_start(parts, resuming, start_epoch)
         # A run killed after its early stop was saved, but before it was marked done, stays
         # stopped.
         stopped_early = cfg.patience is not None and progress.bad_epochs >= cfg.patience
@@ -369,6 +384,11 @@ class _Trainer:
         )
         if state is not None:
             net.load_state_dict(state["model"])
+        self.sync_batchnorm = runtime.use_sync_batchnorm(
+            cfg.sync_batchnorm, device, self.env.world_size
+        )
+        if self.sync_batchnorm:  # BN over the global batch, whatever the number of GPUs
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         model = runtime.compile_model(net, cfg.compile)
         if self.env.world_size > 1:
             model = nn.parallel.DistributedDataParallel(
@@ -390,10 +410,11 @@ class _Trainer:
         spec, env = self.spec, self.env
         per_rank = self.cfg.batch_size // env.world_size
         workers = (
-            default_num_workers(env.local_world_size)
+            default_num_workers(env.local_world_size, self.device.type)
             if self.cfg.num_workers == "auto"
             else int(self.cfg.num_workers)
         )
+        pin = self.device.type == "cuda"  # not on a GPU machine told to train on the CPU
         # Shuffles by (seed, epoch) on one rank as on many (set_epoch), so a resumed epoch sees
         # the same order.
         sampler = DistributedSampler(
@@ -413,6 +434,7 @@ class _Trainer:
             seed=spec.seed,
             # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
             persistent_workers=False,
+            pin_memory=pin,
         )
         # Validation shards without padding (a DistributedSampler would repeat images).
         val_shard = (
@@ -429,6 +451,7 @@ class _Trainer:
             sampler=val_shard,
             seed=spec.seed,
             persistent_workers=False,
+            pin_memory=pin,
         )
         return sampler, train_loader, val_loader
 
@@ -470,6 +493,8 @@ class _Trainer:
             raise self._diverged(
                 progress, epoch, f", step {exc.step}: the loss is {exc.value}"
             ) from exc
+        except torch.OutOfMemoryError as exc:
+            raise self._out_of_memory(parts) from exc
         if self.cfg.compile and not progress.history and env.primary:
             logger.info(
                 "torch.compile: the first step took %.1f s (compilation included)",
@@ -478,14 +503,17 @@ class _Trainer:
         if env.world_size > 1:
             for buffer in parts.net.buffers():  # evaluate (and save) rank 0's BN statistics
                 dist.broadcast(buffer, src=0)
-        val = evaluate(
-            parts.model,
-            parts.criterion,
-            val_loader,
-            device=self.device,
-            amp_dtype=parts.precision.dtype,
-            channels_last=parts.channels_last,
-        )
+        try:
+            val = evaluate(
+                parts.model,
+                parts.criterion,
+                val_loader,
+                device=self.device,
+                amp_dtype=parts.precision.dtype,
+                channels_last=parts.channels_last,
+            )
+        except torch.OutOfMemoryError as exc:
+            raise self._out_of_memory(parts) from exc
         # Weights that give a non-finite validation loss are garbage whatever their accuracy:
         # stop in this epoch, before they can be kept as best or saved for resuming.
         if not math.isfinite(val["loss"]):
@@ -504,6 +532,17 @@ class _Trainer:
             record["grad_norm_max"] = train["grad_norm_max"]
         return record, train["lrs"]
 
+    def _out_of_memory(self, parts: _Parts) -> RuntimeError:
+        """CUDA ran out of memory: one sentence naming the variant, the batch and the way out."""
+        per_gpu = self.cfg.batch_size // self.env.world_size
+        return RuntimeError(
+            f"{self.device} ran out of memory training variant {self.spec.variant!r} at "
+            f"{self.spec.input_size} px with {per_gpu} images per GPU (training.batch_size "
+            f"{self.cfg.batch_size} over {self.env.world_size} worker(s), precision "
+            f"{parts.precision.name}); lower training.batch_size, use more GPUs, or keep "
+            "training.amp: auto (docs/scaling.md lists the memory each variant needs)"
+        )
+
     def _diverged(self, progress: _Progress, epoch: int, what: str) -> TrainingDivergedError:
         """The divergence error: where it happened, what is kept, what to change."""
         kept = (
@@ -513,8 +552,8 @@ class _Trainer:
         )
         return TrainingDivergedError(
             f"training of variant {self.spec.variant!r} (namespace {self.spec.namespace!r}) "
-            f"diverged at epoch {epoch}{what}; {kept}. Lower training.lr, set training.amp: off, "
-            "or check the data."
+            f"diverged at epoch {epoch}{what}; {kept}. Lower training.lr or check the data "
+            "(training.amp: off also helps but needs about twice the GPU memory: docs/scaling.md)."
         )
 
     def _save_resume(self, parts: _Parts, progress: _Progress, epoch: int) -> None:
@@ -591,6 +630,10 @@ class _Trainer:
                     "precision": parts.precision.name,
                     "channels_last": parts.channels_last,
                     "compile": self.cfg.compile,
+                    # Whether graphs were really compiled (not an eager fallback).
+                    "compiled": runtime.ran_compiled() if self.cfg.compile else False,
+                    "sync_batchnorm": self.sync_batchnorm,
+                    **self.cuda_math,
                     "world_size": env.world_size,
                     "stopped_early": stopped_early,
                     "epochs_run": len(progress.history),

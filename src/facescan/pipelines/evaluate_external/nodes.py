@@ -172,7 +172,7 @@ def evaluate_external(
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
-        num_workers=resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
+        num_workers=resolve_num_workers(cfg.num_workers, "evaluation.num_workers", device.type),
     )
     predictions, metrics = summarise_scores(
         scores, list(external_cache.paths), cfg.bootstrap_kwargs()

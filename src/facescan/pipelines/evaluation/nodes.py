@@ -109,7 +109,7 @@ def evaluate_model(
         "device": device,
         "amp_dtype": amp_dtype,
         "channels_last": channels_last,
-        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
+        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers", device.type),
     }
     val = score_cache(model, val_cache, **kwargs)  # first: it also warms up the timed test pass
     test = score_cache(model, test_cache, **kwargs)
@@ -187,7 +187,7 @@ def evaluate_robustness(
         "device": device,
         "amp_dtype": amp_dtype,
         "channels_last": channels_last,
-        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers"),
+        "num_workers": resolve_num_workers(cfg.num_workers, "evaluation.num_workers", device.type),
     }
     rows = []
     for name, images in [("clean", test_cache)] + [

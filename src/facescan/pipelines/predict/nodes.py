@@ -106,7 +106,7 @@ def predict_images(
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
-        num_workers=resolve_num_workers(cfg.num_workers, "predict.num_workers"),
+        num_workers=resolve_num_workers(cfg.num_workers, "predict.num_workers", device.type),
         background=background,
         desc=f"predict {checkpoint.get('namespace', variant)}",
     )
