@@ -1,6 +1,7 @@
 """Throughput and memory of the data pipelines; prints one JSON document.
 
     python benchmarks/data_pipeline.py [--faces-a DIR] [--n-synthetic 5000] [--workdir DIR]
+    python benchmarks/data_pipeline.py --augment-only     # the degradations' cost alone (~2 min)
 
 Measured, each stage in a fresh subprocess so its peak resident memory (``ru_maxrss``) is its own:
 
@@ -14,6 +15,12 @@ Measured, each stage in a fresh subprocess so its peak resident memory (``ru_max
 - loaders: training batches/s from the cache (:func:`facescan.data.loader.build_loader`) against a
   naive ``torchvision.datasets.ImageFolder`` loader that decodes and resizes every JPEG every epoch
   (same augmentation, same batch size), each over one full epoch after a warm-up epoch.
+- ``augmentation``: the training loader with and without the degradations of
+  ``preprocess.augment`` (:class:`facescan.data.transforms.Degradations`: Gaussian blur, JPEG
+  re-compression, before the crop), at the CPU demo's sizes (cache 56, input 48, batch 16) and the
+  paper's (cache 256, input 224, batch 32), on faces-a's images (when present; else the synthetic
+  ones); whole epochs, the settings interleaved over 3 rounds after a warm-up round, the median
+  reported as ms per image, as the extra time over the loader without degradations and as a ratio.
 
 Not a test: numbers depend on the machine; the JSON names its core count.
 """
@@ -25,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -162,6 +170,92 @@ def stage_loader(project: Path, images: Path, input_size: int, batch_size: int) 
     return out
 
 
+#: Loader settings timed by :func:`stage_augment`: name -> ``preprocess.augment``.
+AUGMENT_SETTINGS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "blur_p1": {"blur": {"p": 1.0}},  # every image, sigma in the default (0.1, 3.0): kernel 19
+    "jpeg_p1": {"jpeg": {"p": 1.0}},  # every image, quality in the default (30, 100)
+    "blur_jpeg_p0.5": {"blur": {"p": 0.5}, "jpeg": {"p": 0.5}},  # a typical recipe
+}
+#: (name, cache_size, input_size, batch_size, images) of :func:`stage_augment`.
+AUGMENT_SIZES = (("demo", 56, 48, 16, 800), ("paper", 256, 224, 32, 320))
+#: Timed epochs per setting (after one warm-up epoch); the median is reported.
+AUGMENT_ROUNDS = 3
+
+
+def stage_augment(project: Path, images: Path) -> dict[str, Any]:
+    """ms per training image of the cached loader with and without degradations."""
+    import functools
+
+    import torch
+
+    from facescan.data.cache import ImageStream, write_cache
+    from facescan.data.loader import build_loader, default_num_workers
+    from facescan.data.preprocess import stream_images
+    from facescan.data.transforms import Degradations
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    files = sorted(str(p) for p in images.glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
+    out: dict[str, Any] = {
+        "images": str(images),
+        "threads": torch.get_num_threads(),
+        "load_average_before": C.load_average(),
+    }
+    for name, cache_size, input_size, batch_size, n in AUGMENT_SIZES:
+        paths = [files[i % len(files)] for i in range(n)]
+        stream = ImageStream(
+            cache_size,
+            [i % 2 for i in range(n)],
+            paths,
+            functools.partial(stream_images, paths, cache_size, 1024, (255, 255, 255)),
+        )
+        cache = write_cache(project / f"augment-{cache_size}", stream)
+        entry: dict[str, Any] = {
+            "cache_size": cache_size,
+            "input_size": input_size,
+            "batch_size": batch_size,
+            "train_images": n,
+        }
+        for workers in sorted({0, default_num_workers()}):
+            loaders = {
+                setting: build_loader(
+                    cache,
+                    train=True,
+                    input_size=input_size,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    seed=0,
+                    degradations=Degradations.from_params(augment),
+                )
+                for setting, augment in AUGMENT_SETTINGS.items()
+            }
+            # Whole epochs, the settings interleaved round after round (a shared machine's load
+            # drifts); the first round is the warm-up (kernels, page cache), the median is kept.
+            samples: dict[str, list[float]] = {setting: [] for setting in loaders}
+            for _ in range(1 + AUGMENT_ROUNDS):
+                for setting, loader in loaders.items():
+                    start, count = time.perf_counter(), 0
+                    for x, _ in loader:
+                        count += len(x)
+                    samples[setting].append((time.perf_counter() - start) * 1000 / count)
+            base = statistics.median(samples["none"][1:])
+            timings: dict[str, Any] = {}
+            for setting, times in samples.items():
+                ms = statistics.median(times[1:])
+                timings[setting] = {
+                    "ms_per_image": round(ms, 3),
+                    "extra_ms_per_image": round(ms - base, 3),
+                    "vs_none": round(ms / base, 2),
+                    "spread": round((max(times[1:]) - min(times[1:])) / ms, 2),
+                }
+            entry[f"workers_{workers}"] = timings
+        out[name] = entry
+        shutil.rmtree(cache.path, ignore_errors=True)
+    out["load_average_after"] = C.load_average()
+    out["rss_peak_mb"] = round(C.peak_rss_mb(), 1)
+    return out
+
+
 def stage_scaling(project: Path, images: Path, n: int, cache_size: int) -> dict[str, Any]:
     """Peak memory of decoding and writing ``n`` images (the files cycled) without Kedro."""
     import functools
@@ -232,6 +326,16 @@ def _dataset(name: str, images: Path, cache_sizes: list[int], tmp: Path, loader:
     return result
 
 
+def _augment_images(ns: argparse.Namespace) -> Path:
+    """faces-a (real faces) when present, else synthetic images (generated once, kept)."""
+    if (ns.faces_a / "real").is_dir():
+        return ns.faces_a
+    from facescan.data.synthetic import SyntheticSpec, generate_synthetic
+
+    spec = SyntheticSpec(n_images=ns.n_synthetic, seed=0, size=72, difficulty=0.5)
+    return generate_synthetic(ns.workdir / f"synthetic-{ns.n_synthetic}", spec, progress=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces-a", type=Path, default=FACES_A)
@@ -242,13 +346,19 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "facescan-bench",
         help="keeps the generated synthetic images between runs",
     )
+    parser.add_argument(
+        "--augment-only",
+        action="store_true",
+        help="measure only the training loader with and without degradations (preprocess.augment)",
+    )
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--args", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.stage:
         kwargs = json.loads(ns.args)
         kwargs["project"], kwargs["images"] = Path(kwargs["project"]), Path(kwargs["images"])
-        fn = {"kedro": stage_kedro, "loader": stage_loader, "scaling": stage_scaling}[ns.stage]
+        stages = {"kedro": stage_kedro, "loader": stage_loader, "scaling": stage_scaling}
+        fn = {**stages, "augment": stage_augment}[ns.stage]
         print(json.dumps(fn(**kwargs)))
         return
 
@@ -265,6 +375,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="facescan-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        if ns.augment_only:
+            report["augmentation"] = _sub("augment", project=tmp, images=_augment_images(ns))
+            print(json.dumps(report, indent=2))
+            return
         if (ns.faces_a / "real").is_dir():
             report["faces_a"] = _dataset("faces_a", ns.faces_a, [72, 256], tmp, loader=True)
         else:
@@ -281,6 +395,7 @@ def main() -> None:
             "generation_seconds": round(generation_s, 1),
             **_dataset("synthetic", synthetic, [72], tmp, loader=False),
         }
+        report["augmentation"] = _sub("augment", project=tmp, images=_augment_images(ns))
         # Memory must not grow with the number of images: decode + write 1,000 vs 20,000.
         report["cache_write_memory"] = [
             _sub("scaling", project=tmp, images=synthetic, n=n, cache_size=72)

@@ -16,6 +16,8 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``best_epoch``         1-based epoch of ``state_dict``; ``best_val_acc``, ``best_val_loss``
 ``train_seconds``      wall time of all epochs (resumed runs included)
 ``input_size``         the network input side; ``cache_size`` the cached image side
+``val_threshold``      the decision threshold on p_fake tuned on the validation images with the
+                       best weights (predict and evaluate_external decide with it)
 ``preprocess``         how the training images were decoded: ``max_size``, ``background``
                        (predict reuses them)
 ``data_fingerprint``   hash of the train and val caches' content

@@ -7,11 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from facescan.data import loader as loader_module
 from facescan.data.cache import ImageCache, ImageStream, write_cache
 from facescan.data.loader import CacheDataset, build_loader, default_num_workers
-from facescan.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from facescan.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Degradations,
+    eval_transform,
+    train_transform,
+)
 
 N, SIZE, INPUT = 20, 40, 32
 
@@ -100,6 +107,95 @@ def test_train_loader_shuffles_drops_last_and_is_seeded(textured: ImageCache) ->
     torch.testing.assert_close(x1, x2, rtol=0, atol=0)
     assert torch.equal(y1, y2)
     assert not torch.equal(x1, x3)
+
+
+#: Both degradations, often, with strong settings (so that they change the pixels).
+DEGRADED = Degradations(blur_p=0.5, blur_sigma=(0.5, 2.0), jpeg_p=0.5, jpeg_quality=(20, 60))
+_JPEG_DEPRECATED = pytest.mark.filterwarnings(
+    "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning"
+)
+
+
+def _report_recipe() -> v2.Compose:
+    """train_transform as it was before degradations existed."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(INPUT, scale=(0.8, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(p=0.5),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD)),
+        ]
+    )
+
+
+def _train_epoch(cache: ImageCache, seed: int, workers: int, **kwargs: object) -> torch.Tensor:
+    loader = build_loader(
+        cache, train=True, input_size=INPUT, batch_size=8, num_workers=workers, seed=seed, **kwargs
+    )
+    return torch.cat([x for x, _ in loader])
+
+
+@pytest.mark.parametrize("degradations", [None, Degradations()])
+def test_without_degradations_the_loader_gives_the_batches_of_before(
+    textured: ImageCache, degradations: Degradations | None
+) -> None:
+    """Existing runs reproduce bit for bit: in the process (the engine seeds torch) the loader
+    applies the report's recipe with the same draws, in order; with workers (seeded by the
+    loader) no argument and ``Degradations()`` give the same batches."""
+    sampler = torch.utils.data.SequentialSampler(range(N))
+    torch.manual_seed(11)
+    got = _train_epoch(textured, 0, 0, sampler=sampler, degradations=degradations)
+    torch.manual_seed(11)
+    recipe = _report_recipe()
+    expected = torch.stack([recipe(torch.from_numpy(np.array(textured[i][0]))) for i in range(16)])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(
+        _train_epoch(textured, 3, 1, degradations=degradations),
+        _train_epoch(textured, 3, 1),
+        rtol=0,
+        atol=0,
+    )
+
+
+@_JPEG_DEPRECATED
+@pytest.mark.parametrize("workers", [0, 1])
+def test_degraded_batches_are_reproducible_under_the_seed(
+    textured: ImageCache, workers: int
+) -> None:
+    """One worker is seeded by the loader alone; without workers the engine seeds torch."""
+
+    def epoch(seed: int, degradations: Degradations | None = DEGRADED) -> torch.Tensor:
+        torch.manual_seed(seed)  # what the training engine does (num_workers=0 draws from it)
+        return _train_epoch(textured, seed, workers, degradations=degradations)
+
+    first, again, other = epoch(3), epoch(3), epoch(4)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other)
+    assert not torch.equal(first, epoch(3, None))  # the degradations did something
+
+
+@_JPEG_DEPRECATED
+def test_degradations_are_drawn_per_image(textured: ImageCache) -> None:
+    """Applied in __getitem__ before the crop: each image gets its own draw, some none at all."""
+    jpeg = Degradations(jpeg_p=0.5, jpeg_quality=(5, 5))
+    dataset = CacheDataset(textured, train=True, input_size=SIZE, degradations=jpeg)
+    first = dataset.transform.transforms[0]
+    assert isinstance(first, v2.RandomApply) and isinstance(first.transforms[0], v2.JPEG)
+    # Keep the degradation, drop the crop and flip (identity at the cache's size) to see it alone.
+    dataset.transform = v2.Compose([first, *eval_transform(SIZE).transforms])
+    plain = CacheDataset(textured, train=False, input_size=SIZE)
+    torch.manual_seed(0)
+    changed = [not torch.equal(dataset[i][0], plain[i][0]) for i in range(N)]
+    assert 0 < sum(changed) < N
+
+
+def test_degradations_are_for_training_only(cache: ImageCache) -> None:
+    kwargs = {"train": False, "input_size": INPUT, "batch_size": 8}
+    with pytest.raises(ValueError, match=r"preprocess.augment\) apply to training loaders only"):
+        build_loader(cache, **kwargs, degradations=DEGRADED)
+    assert build_loader(cache, **kwargs, degradations=Degradations()).dataset.degradations is None
+    with pytest.raises(TypeError, match="degradations must be a Degradations or None, got dict"):
+        build_loader(cache, **kwargs, degradations={"blur": {"p": 0.5}})  # type: ignore[arg-type]
 
 
 def test_loader_workers_read_the_memmap(cache: ImageCache) -> None:

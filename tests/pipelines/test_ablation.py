@@ -96,7 +96,10 @@ def test_plots_are_png_files(ablation: Path) -> None:
 def test_html_report_holds_table_plots_data_and_provenance(ablation: Path) -> None:
     html = (ablation / "data" / "08_reporting" / "ablation_report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 6 and all(base64.b64decode(i).startswith(PNG) for i in images)
+    # The plots and the class-activation maps' grid ("Where the models look").
+    assert len(images) == len(PLOT_FILES) + 1
+    assert all(base64.b64decode(i).startswith(PNG) for i in images)
+    assert 'id="where"' in html
     assert 'id="ablation-table"' in html and all(v in html for v in VARIANTS)
     split = pd.read_parquet(ablation / "data" / "03_primary" / "split_manifest.parquet")
     assert manifest_hash(split) in html

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.pipelines.test_ablation import PNG, _only_version, run_ablation_in
+from tests.pipelines.test_reporting import PLOT_FILES
 from tests.project_copy import copy_project
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def test_every_run_has_its_own_row(seeded: Path) -> None:
 def test_plots_markdown_and_report_with_two_seeds(seeded: Path) -> None:
     reporting = seeded / "data" / "08_reporting"
     plots = _only_version(reporting / "ablation_plots")
-    assert len(list(plots.iterdir())) == 6
+    assert len(list(plots.iterdir())) == len(PLOT_FILES)
     assert all(p.read_bytes().startswith(PNG) for p in plots.iterdir())
     md = _only_version(reporting / "ablation_table.md").read_text()
     assert "mean over the variant's seeds" in md and "| p_value |" in md
@@ -87,7 +88,10 @@ def test_plots_markdown_and_report_with_two_seeds(seeded: Path) -> None:
     assert "aspp_crossscan_vit vs resnet50" in md and "2 seeds" in md
     html = (reporting / "ablation_report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 6 and all(base64.b64decode(i).startswith(PNG) for i in images)
+    # The plots and the class-activation maps' grid ("Where the models look").
+    assert len(images) == len(PLOT_FILES) + 1
+    assert all(base64.b64decode(i).startswith(PNG) for i in images)
+    assert 'id="where"' in html
     assert "Several seeds." in html and 'id="runs"' in html
     assert all(ns in html for ns in NAMESPACES)
     assert "Each variant was trained once" not in html  # the one-seed caveat is gone

@@ -143,6 +143,13 @@ def test_evaluate_external_on_a_second_synthetic_set(kedro_project: Path) -> Non
     assert metrics["external_source"]["synthetic"]["seed"] == 1
     assert metrics["acc_ci_low"] <= metrics["acc"] <= metrics["acc_ci_high"]
     assert metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
+    # Issue 12: the keys of metrics.json at the run's tuned threshold (0.5 for this old-style
+    # checkpoint, with a warning), and results per image source.
+    assert {"acc_real_at_val_threshold", "acc_fake_at_val_threshold"} <= set(metrics)
+    assert {(r["source"], r["class"]) for r in metrics["per_source"]} == {
+        ("real", "real"),
+        ("fake", "fake"),
+    }
     predictions = pd.read_csv(out / "external_predictions.csv")
     assert len(predictions) == 24 and predictions["path"].str.contains("synthetic_external").all()
 

@@ -153,7 +153,7 @@ def test_folder_source_through_kedro(
     assert rows.loc["real/palette.png", ["format", "mode"]].tolist() == ["PNG", "P"]
     assert rows.loc["real/UPPER.JPEG", "format"] == "JPEG"
     assert rows.loc["real/nested/deeper/inner.webp", "format"] == "WEBP"
-    assert set(manifest["source"]) == {"folder"}
+    assert set(manifest["source_type"]) == {"folder"}
     assert manifest.groupby("label").size().to_dict() == {0: 10, 1: 2}
     assert manifest["sha256"].is_unique
     f1 = image_tree / "fake" / "f1.png"
@@ -187,7 +187,7 @@ def test_csv_source_through_kedro(kedro_project: Path, tmp_path: Path) -> None:
         "img2.jpg",
     ]
     assert manifest["label"].tolist() == [1, 0, 1, 0]
-    assert set(manifest["source"]) == {"csv"}
+    assert set(manifest["source_type"]) == {"csv"}
     assert rejected.to_dict("records") == [
         {"path": str(images / "missing"), "reason": "missing file"}
     ]
@@ -234,7 +234,7 @@ def test_synthetic_source_through_kedro(kedro_project: Path) -> None:
     manifest, rejected = _read_outputs(kedro_project)
     assert rejected.empty and list(rejected.columns) == ["path", "reason"]
     assert manifest.groupby("label").size().to_dict() == {0: 40, 1: 40}
-    assert set(manifest["source"]) == {"synthetic"}
+    assert set(manifest["source_type"]) == {"synthetic"}
     assert set(zip(manifest["width"], manifest["height"], strict=True)) == {(40, 40)}
     root = kedro_project / "data" / "01_raw" / "synthetic"
     assert all(Path(p).is_relative_to(root) for p in manifest["path"])

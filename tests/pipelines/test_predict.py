@@ -130,3 +130,51 @@ def test_predict_decodes_as_the_training_images_were(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="facescan"):  # an older checkpoint: today's
         assert _decoding({}, {"max_size": 1024}, [1, 2, 3], "vit") == (1024, (1, 2, 3))
     assert caplog.text == ""
+
+
+def test_predict_decides_with_the_threshold_stored_in_the_checkpoint(
+    kedro_project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12: predict.threshold: val (the default) reads the checkpoint's tuned threshold."""
+    import logging
+
+    from facescan.evaluation.scoring import checkpoint_threshold
+
+    folder = _folder(kedro_project)
+
+    def save(checkpoint: dict) -> None:  # a new catalog, a new version
+        load_catalog(kedro_project).save("resnet50.model", checkpoint)
+
+    save({**fake_checkpoint("resnet50"), "val_threshold": 0.0})
+    labels = pd.read_csv(run_predict(kedro_project, input_path=str(folder)) / "predictions.csv")
+    assert (labels["label"] == 1).all()  # every p_fake > 0.0: all called fake
+    save({**fake_checkpoint("resnet50"), "val_threshold": 1.0})
+    labels = pd.read_csv(run_predict(kedro_project, input_path=str(folder)) / "predictions.csv")
+    assert (labels["label"] == 0).all()
+    # A number still overrides; a checkpoint without a threshold decides at 0.5, with a warning.
+    out = run_predict(kedro_project, input_path=str(folder), threshold=1e-9)
+    assert (pd.read_csv(out / "predictions.csv")["label"] == 1).all()
+    save(fake_checkpoint("resnet50"))
+    labels = pd.read_csv(run_predict(kedro_project, input_path=str(folder)) / "predictions.csv")
+    assert (labels["label"] == (labels["p_fake"] > 0.5)).all()
+    logger = logging.getLogger("facescan")  # after a Kedro session: it may not propagate
+    logger.addHandler(caplog.handler)
+    try:
+        assert checkpoint_threshold(fake_checkpoint("resnet50"), "resnet50.model") == 0.5
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "resnet50.model holds no validation-tuned threshold" in caplog.text
+
+
+def test_predict_explain_writes_one_map_per_image_and_nothing_when_off(
+    project_with_model: Path,
+) -> None:
+    """Issue 15: predict.explain writes heat-map PNGs next to predictions.csv, bounded."""
+    folder = _folder(project_with_model)
+    out = run_predict(project_with_model, input_path=str(folder))
+    assert not (out / "explanations").exists() or not any((out / "explanations").iterdir())
+    out = run_predict(project_with_model, input_path=str(folder), explain=True, explain_max=3)
+    pngs = sorted((out / "explanations").glob("*.png"))
+    scored = pd.read_csv(out / "predictions.csv").sort_values("path")
+    assert [p.stem for p in pngs] == sorted(Path(p).stem for p in scored["path"].head(3))
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)

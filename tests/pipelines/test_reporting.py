@@ -35,6 +35,7 @@ PLOT_FILES = [
     "accuracy_ci.png",
     "accuracy_vs_gflops.png",
     "confusion_matrices.png",
+    "reliability.png",
     "robustness.png",
     "roc_curves.png",
     "training_curves.png",
@@ -88,6 +89,10 @@ def outputs() -> dict:
         ),
         report_run=MemoryDataset({"version": "2026-02-02T00.00.00.000Z", "env": "test"}),
         **{f"params:{k}": MemoryDataset(v) for k, v in PARAMETERS.items()},
+        # Fake runs have no models: the class-activation maps are tested end to end instead
+        # (tests/pipelines/test_ablation.py) and in tests/evaluation/test_explain.py.
+        **{"params:reporting": MemoryDataset({"explain": {"enabled": False}})},
+        **{f"{run.namespace}.model": MemoryDataset(None) for run in runs},
     )
     kept = (
         "ablation_table",
@@ -153,7 +158,7 @@ def test_plots_are_figures_named_as_png(outputs) -> None:
 
 def test_report_embeds_table_plots_and_caveats(outputs) -> None:
     html = outputs["ablation_report"]
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == len(PLOT_FILES)
     assert 'id="ablation-table"' in html and "vit_seed1" in html
     assert "synthetic demo" in html and "60 images" in html
     assert "zero bytes" in html  # the rejected file's reason
@@ -179,9 +184,43 @@ def test_metrics_scored_on_another_test_set_are_refused() -> None:
     assert gather_results([("resnet50", "resnet50", 0)], same, *values)[0].variant == "resnet50"
 
 
+def test_per_source_results_with_two_sources_per_class() -> None:
+    """Issue 12: each source against every image of the other class, with intervals."""
+    from facescan.evaluation.tables import per_source_table
+
+    result = fake_run("resnet50", 0, 3)
+    paths = result.predictions["path"].tolist()
+    labels = result.predictions["label"].tolist()
+    seen = {0: 0, 1: 0}
+    sources = {}
+    for p, y in zip(paths, labels, strict=True):  # alternate two sources within each class
+        sources[p] = (("ffhq", "celeba") if y == 0 else ("stylegan2", "sdxl"))[seen[y] % 2]
+        seen[y] += 1
+    table = per_source_table([result], sources, n_resamples=100)
+    assert set(table["source"]) == {"ffhq", "celeba", "stylegan2", "sdxl"}
+    assert set(table["class"]) == {"real", "fake"}
+    assert table["n"].sum() == len(paths)
+    assert (table["acc_ci_low"] <= table["acc"]).all() and (
+        table["acc"] <= table["acc_ci_high"]
+    ).all()
+    assert (table["auc_ci_low"] <= table["auc"]).all() and (
+        table["auc"] <= table["auc_ci_high"]
+    ).all()
+    # A source's AUC is that of its images against all of the other class.
+    from sklearn.metrics import roc_auc_score
+
+    preds = result.predictions
+    src = preds["path"].map(sources)
+    subset = preds[(src == "sdxl") | (preds["label"] == 0)]
+    row = table.set_index("source").loc["sdxl"]
+    assert row["auc"] == pytest.approx(roc_auc_score(subset["label"], subset["p_fake"]))
+
+
 def test_reporting_of_no_runs_is_empty() -> None:
     assert len(create_pipeline([]).nodes) == 0
-    assert len(create_pipeline([VariantRun("a", "a", None)]).nodes) == 5
+    assert (
+        len(create_pipeline([VariantRun("a", "a", None)]).nodes) == 7
+    )  # gather, table, robustness, per source, maps, plots, report
 
 
 def test_report_says_its_version_and_links_the_earlier_ones(outputs) -> None:

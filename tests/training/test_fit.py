@@ -104,6 +104,7 @@ def test_fit_learns_and_returns_the_checkpoint_contract(tiny_model, caches, tmp_
     for h in history:
         cosine = 0.5 * (1 + math.cos(math.pi * (h["epoch"] - 1) / 4))
         assert h["lr"] == pytest.approx(1e-6 + (1e-2 - 1e-6) * cosine)
+    assert 0.0 <= ckpt["val_threshold"] <= 1.0  # tuned on validation with the best weights
     assert ckpt["provenance"]["runtime"]["world_size"] == 1
 
     run_dir = tmp_path / "resume" / NS

@@ -4,7 +4,9 @@ Batches come from memory-mapped uint8 arrays: no file is decoded during training
 reproducible: shuffling draws from a seeded ``torch.Generator``; DataLoader workers get their torch
 seed from that generator (``base_seed + worker_id``) and :func:`seed_worker` derives NumPy's and
 Python's from it. With ``num_workers=0`` the augmentations draw from the process's global torch
-RNG, which the training engine seeds.
+RNG, which the training engine seeds. The training augmentation, degradations included
+(:class:`~facescan.data.transforms.Degradations`), runs per image in ``__getitem__``: each image
+gets its own draws, and workers share the work.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from facescan.data.cache import ImageCache
-from facescan.data.transforms import eval_transform, train_transform
+from facescan.data.transforms import Degradations, eval_transform, train_transform
 
 __all__ = ["CacheDataset", "build_loader", "default_num_workers", "seed_worker", "usable_cores"]
 
@@ -30,16 +32,38 @@ class CacheDataset(Dataset[tuple[torch.Tensor, int]]):
         train: training augmentation (random) when True, deterministic resize + centre crop
             otherwise.
         input_size: side of the square network input (``preprocess.input_size``).
+        degradations: blur / JPEG before the training augmentation (``preprocess.augment``);
+            None = none. Training only.
 
     Raises:
         ValueError: naming ``preprocess.input_size`` when it is larger than the cached images
-            (that would up-sample every image; re-run preprocess with a larger cache size).
+            (that would up-sample every image; re-run preprocess with a larger cache size), or
+            when active degradations are given for evaluation.
     """
 
-    def __init__(self, cache: ImageCache, train: bool, input_size: int) -> None:
+    def __init__(
+        self,
+        cache: ImageCache,
+        train: bool,
+        input_size: int,
+        degradations: Degradations | None = None,
+    ) -> None:
+        if degradations is not None and not isinstance(degradations, Degradations):
+            raise TypeError(
+                f"degradations must be a Degradations or None, got {type(degradations).__name__} "
+                "(build it with Degradations.from_params(preprocess.augment))"
+            )
+        if not train and degradations is not None and degradations.active:
+            raise ValueError(
+                "degradations (preprocess.augment) apply to training loaders only; evaluation "
+                "is deterministic"
+            )
         self.cache = cache
         self.train = train
-        self.transform = train_transform(input_size) if train else eval_transform(input_size)
+        self.degradations = degradations if train else None
+        self.transform = (
+            train_transform(input_size, degradations) if train else eval_transform(input_size)
+        )
         if input_size > cache.size:
             raise ValueError(
                 f"preprocess.input_size ({input_size}) is larger than the cached images "
@@ -123,6 +147,7 @@ def build_loader(
     drop_last: bool | None = None,
     persistent_workers: bool | None = None,
     pin_memory: bool | None = None,
+    degradations: Degradations | None = None,
 ) -> DataLoader:
     """A DataLoader of ``(images, labels)`` batches over a cache.
 
@@ -141,13 +166,17 @@ def build_loader(
             ``device.type == "cuda"`` of the device the batches go to (pinning opens a CUDA
             context on the current GPU, which a CPU run on a GPU machine must not); default
             (None) = whether torch sees a GPU.
+        degradations: blur / JPEG re-compression before the crop, per image, for training
+            (``Degradations.from_params(preprocess.augment)``); None or all probabilities 0 =
+            no degradation, with the same batches as without the argument.
 
     Returns:
         Batches of float32 ``(B, 3, input_size, input_size)`` and int64 ``(B,)``.
 
     Raises:
-        ValueError: naming the argument when ``batch_size`` or ``num_workers`` is invalid, or when
-            ``drop_last`` would leave no batch at all.
+        ValueError: naming the argument when ``batch_size`` or ``num_workers`` is invalid, when
+            ``drop_last`` would leave no batch at all, or when active ``degradations`` are given
+            with ``train=False``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -156,7 +185,7 @@ def build_loader(
     drop_last = train if drop_last is None else drop_last
     if persistent_workers is None:
         persistent_workers = num_workers > 0
-    dataset = CacheDataset(cache, train=train, input_size=input_size)
+    dataset = CacheDataset(cache, train=train, input_size=input_size, degradations=degradations)
     n = len(sampler) if sampler is not None else len(dataset)  # type: ignore[arg-type]
     if drop_last and n < batch_size:
         raise ValueError(

@@ -73,11 +73,14 @@ class Candidate:
         path: absolute path (for a CSV row naming a missing file: where it was looked for).
         label: 0 real / 1 fake, or None when rejected.
         reason: None, or why the file is rejected before decoding (a :class:`Reason`).
+        source: where the image comes from within its class (a camera, a generator): the
+            sub-folder under the class folder, or a CSV's third column; None: the class itself.
     """
 
     path: Path
     label: int | None
     reason: str | None = None
+    source: str | None = None
 
 
 def normalise_classes(
@@ -218,7 +221,9 @@ def list_folder(root: str | Path, classes: Mapping[str, int]) -> list[Candidate]
                     continue
                 if reason is None and label is None:
                     reason = Reason.UNKNOWN_LABEL
-                out.append(Candidate(path, None if reason else label, reason))
+                parts = path.relative_to(entry).parts
+                source = parts[0] if len(parts) > 1 else None
+                out.append(Candidate(path, None if reason else label, reason, source))
         elif entry.is_file():
             reason = _screen(entry)
             if reason is None:
@@ -248,6 +253,10 @@ def _read_label_csv(labels_csv: Path) -> pd.DataFrame:
             f"data.source.labels_csv: {labels_csv} has {table.shape[1]} column but needs two "
             "columns (image name, label); write one row per image, e.g. img001.jpg,1"
         )
+    if table.shape[1] >= 3:  # an optional third column: the image's source (camera, generator)
+        table = table.iloc[:, :3]
+        table.columns = ["name", "label", "source"]
+        return table
     table = table.iloc[:, :2]
     table.columns = ["name", "label"]
     return table
@@ -292,7 +301,8 @@ def list_csv(
 ) -> list[Candidate]:
     """List the files named by a label CSV (the competition's ``ImageName,Label`` format).
 
-    The first two columns are read by position (further columns are ignored); the first row is a
+    The first two columns are read by position, a third one, when present, is each image's source
+    (a camera, a generator: per-source results in the report); the first row is a
     header when its label is not a class name and its name is not an image. A name may omit the
     extension and may include sub-folders; it is matched case-insensitively against every supported
     extension in ``images_dir``. A row whose file does not exist is rejected as ``missing file``,
@@ -337,7 +347,8 @@ def list_csv(
         elif label is None:
             cand = Candidate(matches[0], None, Reason.UNKNOWN_LABEL)
         else:
-            cand = Candidate(matches[0], label)
+            source = str(getattr(row, "source", "") or "").strip() or None
+            cand = Candidate(matches[0], label, source=source)
         found.setdefault((str(cand.path), cand.label, cand.reason), cand)
     return sorted(
         found.values(), key=lambda c: (str(c.path), c.label if c.label is not None else -1)

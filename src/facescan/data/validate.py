@@ -2,7 +2,9 @@
 
 Produces the two ingestion tables:
 
-* the manifest: ``path`` (absolute POSIX), ``label`` (0 real / 1 fake), ``source``, ``width`` and
+* the manifest: ``path`` (absolute POSIX), ``label`` (0 real / 1 fake), ``source`` (per image:
+  the sub-folder under its class folder or the CSV's third column, else ``real``/``fake``),
+  ``source_type`` (folder / csv / synthetic), ``width`` and
   ``height`` (after EXIF orientation), ``format``, ``mode`` (the file's own Pillow mode), ``bytes``,
   ``sha256``; one row per accepted file, sorted by path;
 * the rejections: ``path``, ``reason`` (a :class:`facescan.data.sources.Reason`), sorted by path.
@@ -51,6 +53,7 @@ MANIFEST_COLUMNS = (
     "path",
     "label",
     "source",
+    "source_type",
     "width",
     "height",
     "format",
@@ -224,7 +227,9 @@ def check_candidates(
             {
                 "path": keep.path.as_posix(),
                 "label": keep.label,
-                "source": source,
+                # Per image (camera, generator): its sub-folder or CSV column, else its class.
+                "source": keep.source or ("real" if keep.label == 0 else "fake"),
+                "source_type": source,
                 "width": info.width,
                 "height": info.height,
                 "format": info.format,

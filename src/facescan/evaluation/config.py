@@ -23,12 +23,20 @@ from facescan.params import (
     StrictBool,
 )
 
-__all__ = ["EvaluationConfig", "PredictConfig"]
+__all__ = ["EvaluationConfig", "PredictConfig", "ReportingConfig"]
 
 
 def _perturbations(value: Any) -> Any:
     parse_perturbations(value)  # raises naming evaluation.robustness.perturbations.<name>
     return value
+
+
+def _threshold(value: Any) -> Any:
+    if value == "val":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError('expected "val" or a number in (0, 1)')
+    return float(value)
 
 
 class Bootstrap(Params):
@@ -114,10 +122,18 @@ class PredictConfig(Params):
         None, description="a folder of images (searched recursively) or a text file listing them"
     )
     batch_size: PositiveInt = Field(64, description="images per forward pass")
-    threshold: Fraction = Field(0.5, description="p_fake above this -> label 1 (fake)")
+    threshold: Annotated[float | str, BeforeValidator(_threshold)] = Field(
+        "val",
+        description='p_fake above this -> label 1 (fake); "val" = the threshold training tuned '
+        "on the validation images (stored in the checkpoint; 0.5 for older checkpoints)",
+    )
     num_workers: Integer(0, auto=True) = Field("auto", description='decoding workers, or "auto"')
     device: Device = Field("auto", description="auto | cpu | cuda")
     amp: Amp = Field("auto", description="auto | bf16 | fp16 | off")
+    explain: StrictBool = Field(
+        False, description="also write a class-activation map PNG per image (explanations/)"
+    )
+    explain_max: PositiveInt = Field(64, description="at most this many maps (the first files)")
 
     @classmethod
     def from_params(cls, predict: Any) -> PredictConfig:
@@ -127,3 +143,24 @@ class PredictConfig(Params):
             ValueError: naming ``predict.<key>`` for an unknown key or a bad value.
         """
         return cls.parse(predict)
+
+
+class ExplainConfig(Params):
+    """``reporting.explain``: the report's class-activation maps."""
+
+    section = "reporting.explain"
+
+    enabled: StrictBool = Field(True, description='the "Where the models look" section')
+    n_images: PositiveInt = Field(
+        8,
+        description="test images shown (half real, half fake, the baseline's worst mistakes first)",
+    )
+    seed: Integer(0) = Field(0, description="which other images are drawn")
+
+
+class ReportingConfig(Params):
+    """The ``reporting`` parameters (conf/base/parameters_reporting.yml)."""
+
+    section = "reporting"
+
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)

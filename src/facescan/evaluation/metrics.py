@@ -32,6 +32,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from facescan.thresholds import strict_thresholds
+from facescan.thresholds import tune_threshold as _tune_threshold
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -135,42 +138,37 @@ def equal_error_rate(labels: Any, p_fake: Any) -> tuple[float, float]:
     else:
         w = -diff[i - 1] / (diff[i] - diff[i - 1])
         eer = fpr[i - 1] + w * (fpr[i] - fpr[i - 1])
-    return float(eer), float(_strict_thresholds(thresholds)[i])
-
-
-def _strict_thresholds(thresholds: np.ndarray) -> np.ndarray:
-    """Map roc_curve thresholds (``score >= t``) to the same operating points under ``score > t``.
-
-    Point k keeps exactly the scores >= thresholds[k]; any value in [thresholds[k+1], thresholds[k])
-    does that with ``>``; the midpoint is taken. Point 0 (+inf, "nothing is fake") becomes a value
-    at or above every probability (JSON has no infinity), the last one a value below every score.
-    """
-    t = np.asarray(thresholds, dtype=np.float64).copy()
-    t[0] = max(1.0, float(t[1])) if len(t) > 1 else 1.0
-    below = np.append(t[1:], min(0.0, float(t[-1])) - 1e-9)
-    return (t + below) / 2.0
+    return float(eer), float(strict_thresholds(thresholds)[i])
 
 
 def tune_threshold(labels: Any, p_fake: Any) -> float:
-    """Threshold on ``p_fake`` that maximises balanced accuracy (equivalently Youden's J) on ``labels``.
-
-    Meant for the validation split; the test accuracy at this threshold is reported beside the one
-    at 0.5. Among equally good thresholds the one closest to 0.5 is taken, so a perfectly separated
-    validation set does not push the threshold to the edge of its gap.
+    """Threshold on ``p_fake`` that maximises balanced accuracy (:func:`facescan.thresholds.
+    tune_threshold`, after checking the inputs); training stores it in each checkpoint.
 
     Returns:
         The threshold (``p_fake > threshold`` is called fake); 0.5 with a warning when a class is
-        missing, since nothing can be tuned then.
+        missing.
     """
     y, s = check_scores(labels, p_fake, name="p_fake")
-    if _single_class(y):
-        warnings.warn("cannot tune a threshold on one class only: keeping 0.5", stacklevel=2)
-        return 0.5
-    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
-    j = tpr - fpr
-    best = np.flatnonzero(np.isclose(j, j.max(), rtol=0.0, atol=1e-12))
-    strict = _strict_thresholds(thresholds)
-    return float(strict[best[np.argmin(np.abs(strict[best] - 0.5))]])
+    return _tune_threshold(y, s)
+
+
+def expected_calibration_error(labels: Any, p_fake: Any, n_bins: int = 10) -> float:
+    """Expected calibration error of ``p_fake`` as the probability of "fake" (Guo et al. 2017).
+
+    Scores are put in ``n_bins`` equal-width bins over [0, 1] (the reliability plot's bins,
+    :func:`sklearn.calibration.calibration_curve` with ``strategy="uniform"``); the ECE is the mean,
+    weighted by each bin's share of the images, of |fraction of fakes - mean p_fake|. 0 = the
+    scores are frequencies; a model that says 0.9 for images of which 60% are fake scores 0.3
+    in that bin.
+    """
+    y, s = check_scores(labels, p_fake, name="p_fake")
+    bins = np.clip((s * n_bins).astype(int), 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        mask = bins == b
+        total += mask.mean() * abs(y[mask].mean() - s[mask].mean())
+    return float(total)
 
 
 def _class_accuracy(y: np.ndarray, pred: np.ndarray, cls: int) -> float:
@@ -188,6 +186,7 @@ def classification_metrics(
     *,
     val_labels: Any | None = None,
     val_logits: Any | None = None,
+    val_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Every test metric facescan reports, from labels and (N, 2) logits.
 
@@ -196,6 +195,8 @@ def classification_metrics(
         logits: (N, 2) logits per test image.
         val_labels: validation labels, to tune a threshold (optional).
         val_logits: validation logits, to tune a threshold (optional).
+        val_threshold: the threshold to report accuracies at instead of tuning one (the one
+            training stored in the checkpoint); with it, no validation scores are needed.
 
     Returns:
         A JSON-ready dict: ``n``, ``n_real``, ``n_fake``, ``acc``, ``loss`` (mean cross-entropy),
@@ -232,14 +233,17 @@ def classification_metrics(
     out["acc_real"] = _class_accuracy(y, pred, 0)
     out["acc_fake"] = _class_accuracy(y, pred, 1)
     out["confusion_matrix"] = confusion_matrix(y, pred, labels=[0, 1]).tolist()
+    out["ece"] = expected_calibration_error(y, p)
 
+    t = None if val_threshold is None else float(val_threshold)
     if val_labels is not None and val_logits is not None:
         vy, vz = check_scores(val_labels, val_logits, name="val_logits")
         vp = p_fake_from_logits(vz)
-        t = tune_threshold(vy, vp)
-        tpred = predict_labels(p, t)
+        t = tune_threshold(vy, vp) if t is None else t
         out["val_acc"] = float((predict_labels(vp) == vy).mean())
         out["val_loss"] = cross_entropy(vy, vz)
+    if t is not None:
+        tpred = predict_labels(p, t)
         out["val_threshold"] = t
         out["acc_at_val_threshold"] = float((tpred == y).mean())
         out["balanced_acc_at_val_threshold"] = (

@@ -236,6 +236,40 @@ def plot_accuracy_vs_gflops(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def plot_reliability(scores: Mapping[str, Sequence[tuple[Any, Any]]], n_bins: int = 10) -> Figure:
+    """Reliability diagram: per variant, the fraction of fakes against the mean ``p_fake`` in each
+    of ``n_bins`` equal-width bins (all seeds' test images pooled), with each variant's expected
+    calibration error in the legend; the diagonal is perfect calibration.
+
+    Args:
+        scores: variant -> one ``(labels, p_fake)`` pair per seed.
+    """
+    from sklearn.calibration import calibration_curve
+
+    from facescan.evaluation.metrics import expected_calibration_error
+
+    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    if not scores:
+        return _no_data(fig, ax, "no scored runs")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for colour, (variant, runs) in zip(_colours(len(scores)), scores.items(), strict=True):
+        y = np.concatenate([np.asarray(labels) for labels, _ in runs])
+        p = np.concatenate([np.asarray(p_fake, dtype=float) for _, p_fake in runs])
+        frac, mean_p = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
+        ece = expected_calibration_error(y, p, n_bins)
+        ax.plot(mean_p, frac, marker="o", color=colour, label=f"{variant} (ECE {ece:.3f})")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="mean p_fake in the bin",
+        ylabel="fraction of fakes in the bin",
+        title="Calibration on the test set",
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
 def plot_robustness(robustness: pd.DataFrame) -> Figure:
     """Accuracy and AUC per perturbation, one line per variant.
 

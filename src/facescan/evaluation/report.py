@@ -45,6 +45,7 @@ FIGURE_TITLES = {
     "training_curves": "Training curves",
     "confusion_matrices": "Confusion matrices (threshold 0.5)",
     "robustness": "Robustness to perturbations",
+    "reliability": "Calibration: reliability diagram and expected calibration error (test set)",
 }
 
 _CSS = """
@@ -256,6 +257,8 @@ def render_report(
     provenance: Mapping[str, Any],
     runs: pd.DataFrame | None = None,
     robustness: pd.DataFrame | None = None,
+    per_source: pd.DataFrame | None = None,
+    explain: Mapping[str, Figure | str] | None = None,
     stage_timings: Mapping[str, float] | None = None,
     data_hash: str = "unknown",
     title: str = "facescan ablation report",
@@ -276,6 +279,10 @@ def render_report(
         provenance: code and machine (``facescan.provenance.collect``).
         runs: one row per trained run (``ablation_runs``: its metrics, git commit, data...).
         robustness: the robustness table.
+        per_source: accuracy and AUC per image source (:func:`~facescan.evaluation.tables.
+            per_source_table`); shown when the test set has more than one source per class.
+        explain: the "Where the models look" figure(s) (:func:`facescan.evaluation.explain.
+            explain_runs`), embedded as PNG.
         stage_timings: stage -> wall seconds.
         data_hash: :func:`manifest_hash` of the split manifest.
         title: page title.
@@ -334,6 +341,17 @@ def render_report(
             + _html_table(runs)
         )
 
+    if per_source is not None and len(per_source):
+        parts.append('<h2 id="sources">Per source</h2>')
+        parts.append(
+            "<p>Each source of test images (a camera, a generator: the sub-folder under its "
+            "class folder, or the CSV's third column) against every image of the other class: "
+            "accuracy on its images at p_fake 0.5 and the ROC AUC, with 95% bootstrap intervals "
+            "(the cross-generator protocol of CNNDetection and DeepfakeBench). A detector that "
+            "holds up only on the sources it was trained on shows here first.</p>"
+            + _html_table(per_source)
+        )
+
     if robustness is not None and len(robustness):
         parts.append('<h2 id="robustness">Robustness</h2>')
         parts.append(
@@ -347,6 +365,24 @@ def render_report(
             # The columns' name ("perturbation") would render as an empty extra column.
             parts.append(
                 f"<h3>{title}</h3>" + _html_table(wide.rename_axis(columns=None).reset_index())
+            )
+
+    if explain:
+        parts.append('<h2 id="where">Where the models look</h2>')
+        parts.append(
+            "<p>Grad-CAM (captum's LayerGradCam) of each variant's evidence for <em>fake</em> "
+            "(the log-odds behind p_fake) on the same test images: half real, half fake, the "
+            "baseline's most confident mistakes first. Red = the region that raised p_fake. The "
+            "last spatial features are used: layer4, the ASPP output, or the tail ViT's tokens laid "
+            "back on their grid (Cross Scan: its four directions mapped back to the same grid and "
+            "summed; under each image the weight FeatureFusion gave each direction, * the one it "
+            "keeps). A cell's title: its p_fake, red when the decision at 0.5 is wrong.</p>"
+        )
+        for name, fig in explain.items():
+            data = fig if isinstance(fig, str) else figure_to_base64(fig, dpi=80)
+            parts.append(
+                f'<figure id="explain-{e(name)}"><img alt="{e(name)}" '
+                f'src="data:image/png;base64,{data}"></figure>'
             )
 
     parts.append('<h2 id="plots">Plots</h2>')

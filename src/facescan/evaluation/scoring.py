@@ -39,6 +39,7 @@ __all__ = [
     "Scores",
     "list_image_files",
     "load_model",
+    "checkpoint_threshold",
     "load_run_model",
     "predict_logits",
     "resolve_num_workers",
@@ -400,11 +401,26 @@ def score_files(
     return scored, logits, rejected
 
 
+def checkpoint_threshold(checkpoint: Mapping[str, Any], source: str) -> float:
+    """The decision threshold training tuned on the validation images (``val_threshold``), or 0.5
+    with a warning for a checkpoint written before it was stored."""
+    value = checkpoint.get("val_threshold")
+    if value is None:
+        logger.warning(
+            "%s holds no validation-tuned threshold (trained before it was stored): deciding at "
+            "p_fake > 0.5; retrain it for a calibrated decision",
+            source,
+        )
+        return 0.5
+    return float(value)
+
+
 def summarise_scores(
     scores: Scores,
     paths: list[str],
     bootstrap: Mapping[str, Any],
     val: Scores | None = None,
+    val_threshold: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-image table and every metric (with bootstrap intervals) of one scored set.
 
@@ -413,6 +429,7 @@ def summarise_scores(
         paths: the image files, in score order.
         bootstrap: keyword arguments of :func:`facescan.evaluation.stats.bootstrap_ci`.
         val: validation scores, to tune a threshold (optional).
+        val_threshold: the threshold to report accuracies at instead (the checkpoint's).
 
     Returns:
         ``(predictions, metrics)``: predictions with ``path``, ``label``, ``p_fake``, ``pred``
@@ -428,6 +445,7 @@ def summarise_scores(
         scores.logits,
         val_labels=None if val is None else val.labels,
         val_logits=None if val is None else val.logits,
+        val_threshold=val_threshold,
     )
     metrics.update(bootstrap_ci(scores.labels, p_fake, pred, **bootstrap))
     metrics["bootstrap"] = dict(bootstrap)

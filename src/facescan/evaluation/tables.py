@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ __all__ = [
     "collapse_warning",
     "first_epoch_loss",
     "markdown_columns",
+    "per_source_table",
+    "SOURCE_COLUMNS",
     "robustness_table",
     "run_warnings",
     "runs_table",
@@ -222,6 +224,7 @@ def ablation_table(
             [r.metrics.get("acc_at_val_threshold", math.nan) for r in runs]
         )[0]
         row["val_threshold"] = first.metrics.get("val_threshold", math.nan)
+        row["ece"] = mean_std([r.metrics.get("ece", math.nan) for r in runs])[0]
         row["n_test"] = len(labels)
         row["n_seeds"] = len(runs)
         row["is_baseline"] = variant == baseline
@@ -302,6 +305,7 @@ def ablation_table(
         "test",
         "acc_at_val_threshold",
         "val_threshold",
+        "ece",
         "n_test",
         "n_seeds",
         "is_baseline",
@@ -480,8 +484,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def markdown_columns(table: pd.DataFrame) -> list[str]:
-    """The Markdown table's columns: :data:`TABLE_COLUMNS`, and the seed-aware test with seeds."""
+    """The Markdown table's columns: :data:`TABLE_COLUMNS`, the accuracy at the validation-tuned
+    threshold next to the one at 0.5, the calibration error, and the seed-aware test with seeds."""
     columns = [c for c in TABLE_COLUMNS if c in table]
+    columns += [c for c in ("acc_at_val_threshold", "ece") if c in table]
     if "n_seeds" in table and (table["n_seeds"] > 1).any():
         at = columns.index("mcnemar_p") + 1 if "mcnemar_p" in columns else len(columns)
         columns[at:at] = ["p_value", "p_value_holm", "n_seeds"]
@@ -504,3 +510,141 @@ def to_markdown(table: pd.DataFrame, *, columns: Sequence[str] | None = None) ->
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: Columns of :func:`per_source_table`.
+SOURCE_COLUMNS = (
+    "variant",
+    "source",
+    "class",
+    "n",
+    "acc",
+    "acc_ci_low",
+    "acc_ci_high",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "n_seeds",
+)
+
+
+def _rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank sum (ties averaged): what roc_auc_score computes."""
+    from scipy.stats import rankdata
+
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _source_stats(
+    y: np.ndarray,
+    scores: np.ndarray,
+    calls: np.ndarray,
+    cls: int,
+    own: np.ndarray,
+    other: np.ndarray,
+) -> tuple[float, float]:
+    """Mean over seeds of the accuracy on ``own`` and the AUC of ``own`` against ``other``."""
+    idx = np.concatenate([own, other])
+    acc = float((calls[:, own] == cls).mean())
+    auc = float(np.mean([_rank_auc(y[idx], s[idx]) for s in scores]))
+    return acc, auc
+
+
+def per_source_table(
+    runs: Sequence[Any],
+    sources: Mapping[str, str],
+    *,
+    threshold: float | None = 0.5,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Accuracy and AUC per image source (camera, generator), the cross-generator protocol of
+    CNNDetection / DeepfakeBench: each source's images against every image of the other class.
+
+    For a fake source: accuracy on its images (called fake) and the AUC of its fakes against all
+    reals; for a real source: accuracy on its images (called real) and the AUC of all fakes
+    against its reals. With several seeds each number is the mean over seeds; the intervals are
+    percentile bootstraps that resample the source's images and the other class's (the same
+    resample for every seed).
+
+    Args:
+        runs: objects with ``variant`` and ``predictions`` (``path``, ``label``, ``p_fake``); the
+            runs of one variant scored the same images.
+        sources: image path -> source (the manifest's ``source``).
+        threshold: the decision threshold for the accuracies (0.5), or None to use each run's
+            ``metrics["val_threshold"]``.
+        n_resamples: bootstrap resamples (``evaluation.bootstrap``).
+        confidence: interval coverage.
+        seed: the bootstrap's seed.
+
+    Returns:
+        One row per variant and source (:data:`SOURCE_COLUMNS`), variants in the given order.
+    """
+    by_variant: dict[str, list[Any]] = {}
+    for r in runs:
+        by_variant.setdefault(r.variant, []).append(r)
+    rows = []
+    alpha = (1 - confidence) / 2
+    for variant, group in by_variant.items():
+        first = group[0].predictions.reset_index(drop=True)
+        paths = first["path"].astype(str).tolist()
+        y = first["label"].to_numpy(dtype=np.int64)
+        scores = np.stack(
+            [
+                r.predictions.set_index("path").loc[paths, "p_fake"].to_numpy(dtype=np.float64)
+                for r in group
+            ]
+        )
+        cuts = np.array(
+            [
+                (r.metrics.get("val_threshold", 0.5) if threshold is None else threshold)
+                for r in group
+            ],
+            dtype=np.float64,
+        )[:, None]
+        calls = (scores > cuts).astype(np.int64)
+        src = np.array([sources.get(p, "unknown") for p in paths], dtype=object)
+        rng = np.random.default_rng(seed)
+        for name in sorted(set(src)):
+            own = np.flatnonzero(src == name)
+            cls = int(np.bincount(y[own]).argmax())
+            other = np.flatnonzero(y != cls)
+
+            acc, auc = _source_stats(y, scores, calls, cls, own, other)
+            boot = np.array(
+                [
+                    _source_stats(
+                        y,
+                        scores,
+                        calls,
+                        cls,
+                        rng.choice(own, len(own)),
+                        rng.choice(other, len(other)),
+                    )
+                    for _ in range(n_resamples if len(other) else 0)
+                ]
+            ).reshape(-1, 2)
+            low = np.nanquantile(boot, alpha, axis=0) if len(boot) else [math.nan] * 2
+            high = np.nanquantile(boot, 1 - alpha, axis=0) if len(boot) else [math.nan] * 2
+            rows.append(
+                {
+                    "variant": variant,
+                    "source": str(name),
+                    "class": "fake" if cls == 1 else "real",
+                    "n": len(own),
+                    "acc": acc,
+                    "acc_ci_low": min(float(low[0]), acc),
+                    "acc_ci_high": max(float(high[0]), acc),
+                    "auc": auc,
+                    "auc_ci_low": min(float(low[1]), auc) if math.isfinite(auc) else math.nan,
+                    "auc_ci_high": max(float(high[1]), auc) if math.isfinite(auc) else math.nan,
+                    "n_seeds": len(group),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(SOURCE_COLUMNS))

@@ -18,15 +18,20 @@ def create_model(
     pretrained: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> FaceScanNet:
-    """Build a variant, optionally initialised from local ImageNet weights.
+    """Build a variant, optionally with its trunk initialised from ImageNet weights.
 
     Args:
         name_or_options: a variant key (:func:`~facescan.models.list_variants` or
             ``custom_variants``) or an option dict (optionally with ``base: <key>``).
         custom_variants: user variants (``ablation.custom_variants``).
-        pretrained: a torchvision resnet50 state dict to start the trunk from (``model.pretrained``,
-            ImageNet); None = random initialisation. How the weights start, not an architecture
-            option: it is kept in ``model.pretrained``, not in ``model.options``.
+        pretrained: what the trunk starts from (``model.pretrained``): a torchvision resnet50
+            state dict file, or ``imagenet`` for torchvision's ``ResNet50_Weights.IMAGENET1K_V2``
+            (torch.hub's cached copy, downloaded once when missing:
+            :func:`~facescan.models.pretrained.resolve_pretrained`); None = random
+            initialisation. Only tensors with the trunk's names and shapes are copied; ``fc``
+            and the variant's own modules keep their initialisation. How the weights start, not
+            an architecture option: it is kept, as given, in ``model.pretrained``, not in
+            ``model.options``.
         **overrides: options on top; None values are ignored (see
             :func:`~facescan.models.resolve_options`).
 
@@ -36,7 +41,8 @@ def create_model(
 
     Raises:
         ValueError: for unknown variants or bad options, or an unusable ``pretrained`` file.
-        FileNotFoundError: if ``pretrained`` names a missing file.
+        FileNotFoundError: if ``pretrained`` names a missing file, or ``imagenet`` is not cached
+            and cannot be downloaded (the message says which file to place where).
     """
     options = resolve_options(name_or_options, custom_variants, **overrides)
     model = FaceScanNet(ModelOptions(**options))

@@ -150,6 +150,7 @@ def _train(args: argparse.Namespace, params: dict[str, Any], catalog: Any, run: 
     import pandas as pd
 
     from facescan.checkpoint import HISTORY_COLUMNS
+    from facescan.data.transforms import Degradations
     from facescan.models import resolve_options
     from facescan.training import TrainConfig, fit
     from facescan.training.config import ModelParams
@@ -171,6 +172,7 @@ def _train(args: argparse.Namespace, params: dict[str, Any], catalog: Any, run: 
         input_size=int(params["preprocess"]["input_size"]),
         seed=run.seed,
         pretrained=model.pretrained,
+        degradations=Degradations.from_params((params.get("preprocess") or {}).get("augment")),
     )
     namespace = run.namespace
     if checkpoint is not None and not args.no_save:

@@ -242,8 +242,8 @@ class ModelParams(Params):
 
     pretrained: OptionalPath = Field(
         None,
-        description="a torchvision resnet50 state dict to start the trunk from (ImageNet); "
-        "null = random initialisation",
+        description="a torchvision resnet50 state dict file, or imagenet (torchvision's "
+        "IMAGENET1K_V2 via torch.hub's cache, downloaded once); null = random initialisation",
     )
 
     @model_validator(mode="after")

@@ -25,6 +25,8 @@ from typing import Any
 from facescan import provenance, runtime
 from facescan.checkpoint import data_fingerprint
 from facescan.data.cache import ImageCache
+from facescan.data.transforms import Degradations
+from facescan.models.pretrained import pretrained_identity
 from facescan.models.variants import effective_options
 from facescan.training import distributed
 from facescan.training.config import TrainConfig
@@ -71,6 +73,7 @@ def run_fingerprint(
     data_hash: str,
     pretrained: str | None = None,
     world_size: int = 1,
+    degradations: Degradations | None = None,
 ) -> str:
     """What decides a run's weights, hashed: equal fingerprints may resume or skip each other.
 
@@ -97,6 +100,11 @@ def run_fingerprint(
         # BatchNorm without SyncBatchNorm normalises over each worker's share of the batch, and
         # DDP keeps rank 0's running statistics: the weights depend on the number of workers.
         "world_size": world_size,
+        **(
+            {"augment": degradations.to_params()}
+            if degradations is not None and degradations.active
+            else {}
+        ),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -113,6 +121,7 @@ def fit(
     input_size: int,
     seed: int | None = None,
     pretrained: str | None = None,
+    degradations: Degradations | None = None,
 ) -> dict[str, Any] | None:
     """Train one run and return its best checkpoint (see :mod:`facescan.checkpoint`).
 
@@ -126,7 +135,9 @@ def fit(
         config: the validated ``training`` parameters.
         input_size: the network input side (``preprocess.input_size``).
         seed: the run's seed; None = ``training.seed``.
-        pretrained: ImageNet resnet50 weights to start from (``model.pretrained``); None = random.
+        pretrained: ImageNet resnet50 weights to start from (``model.pretrained``: a file, or
+            ``imagenet``: torchvision's, downloaded once into torch.hub's cache); None = random.
+        degradations: training-time blur / JPEG (``preprocess.augment``); None = none.
 
     Returns:
         The best checkpoint dict; None on ranks other than 0 under a multi-node torchrun job.
@@ -149,8 +160,18 @@ def fit(
         else runtime.resolve_nproc(config.distributed.nproc_per_node, device)
     )
     world_size = distributed.dist_env().world_size if torchrun else nproc
+    # The weights' identity (file hash), not their path; resolves (downloads) imagenet once,
+    # here, before any worker starts.
+    identity = pretrained_identity(pretrained)
     fingerprint = run_fingerprint(
-        options, config, seed, input_size, data_hash, pretrained, world_size=world_size
+        options,
+        config,
+        seed,
+        input_size,
+        data_hash,
+        identity,
+        world_size=world_size,
+        degradations=degradations,
     )
     temporary = config.resume_dir is None
     run_dir = Path(
@@ -176,6 +197,7 @@ def fit(
             seed=seed,
             model_options=options,
             pretrained=pretrained,
+            degradations=degradations,
             config=config,
             train_cache=train_cache,
             val_cache=val_cache,

@@ -40,6 +40,8 @@ from facescan import runtime
 from facescan.checkpoint import CHECKPOINT_FORMAT
 from facescan.data.cache import ImageCache
 from facescan.data.loader import build_loader, default_num_workers
+from facescan.data.transforms import Degradations
+from facescan.thresholds import tune_threshold
 from facescan.training.config import TrainConfig
 from facescan.training.distributed import (
     DistEnv,
@@ -69,6 +71,7 @@ class RunSpec:
         seed: the effective seed.
         model_options: resolved options for :func:`facescan.models.create_model`.
         pretrained: the ImageNet weights file the trunk starts from (``model.pretrained``), or None.
+        degradations: the training images' blur / JPEG (``preprocess.augment``), or None.
         config: the validated training configuration.
         train_cache: training images (memmap handle, reopened by each worker).
         val_cache: validation images.
@@ -95,6 +98,7 @@ class RunSpec:
     run_dir: str
     provenance: dict[str, Any]
     decision: str | None = None
+    degradations: Degradations | None = None
 
 
 def check_batch_split(batch_size: int, world_size: int) -> None:
@@ -435,6 +439,7 @@ class _Trainer:
             # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
             persistent_workers=False,
             pin_memory=pin,
+            degradations=spec.degradations,
         )
         # Validation shards without padding (a DistributedSampler would repeat images).
         val_shard = (
@@ -532,6 +537,36 @@ class _Trainer:
             record["grad_norm_max"] = train["grad_norm_max"]
         return record, train["lrs"]
 
+    @torch.no_grad()
+    def _val_threshold(self, parts: _Parts, state_dict: dict[str, torch.Tensor]) -> float:
+        """The decision threshold on p_fake tuned on the validation images with the best weights
+        (maximum balanced accuracy): predict and evaluate_external decide with it."""
+        net = parts.net
+        net.load_state_dict(state_dict)
+        net.eval()
+        loader = build_loader(
+            self.spec.val_cache,
+            train=False,
+            input_size=self.spec.input_size,
+            batch_size=self.cfg.batch_size,
+            num_workers=0,
+            seed=self.spec.seed,
+            pin_memory=False,
+        )
+        memory_format = torch.channels_last if parts.channels_last else torch.preserve_format
+        p_fake, labels = [], []
+        for images, targets in loader:
+            images = images.to(self.device, memory_format=memory_format)
+            with runtime.autocast(self.device, parts.precision.dtype):
+                logits = net(images)
+            p_fake.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+            labels.append(targets)
+        threshold = tune_threshold(torch.cat(labels).numpy(), torch.cat(p_fake).numpy())
+        logger.info(
+            "%s: decision threshold tuned on validation: p_fake > %.4f", self.name, threshold
+        )
+        return threshold
+
     def _out_of_memory(self, parts: _Parts) -> RuntimeError:
         """CUDA ran out of memory: one sentence naming the variant, the batch and the way out."""
         per_gpu = self.cfg.batch_size // self.env.world_size
@@ -585,6 +620,7 @@ class _Trainer:
             "seed": spec.seed,
             "model_options": spec.model_options,
             "pretrained": spec.pretrained,
+            "augment": spec.degradations.to_params() if spec.degradations is not None else None,
             "state_dict": _cpu_state_dict(net),
             "config": {**self.cfg.to_dict(), "seed": spec.seed},
             "history": list(progress.history),
@@ -621,6 +657,7 @@ class _Trainer:
             return
         best = self.files.load_best()
         best.update(
+            val_threshold=self._val_threshold(parts, best["state_dict"]),
             history=list(progress.history),
             train_seconds=progress.train_seconds,
             provenance={

@@ -19,11 +19,13 @@ from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import json_ready
 from facescan.evaluation.scoring import (
+    checkpoint_threshold,
     load_model,
     resolve_num_workers,
     score_cache,
     summarise_scores,
 )
+from facescan.evaluation.tables import RunResult, per_source_table
 from facescan.pipelines.ingestion.nodes import ingest_images
 from facescan.runtime import inference_settings
 
@@ -124,11 +126,13 @@ def evaluate_external(
     data: dict[str, Any],
     external: dict[str, Any],
     evaluation: EvaluationConfig,
+    external_manifest: pd.DataFrame | None = None,
     *,
     variant: str,
     namespace: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score a run on the external set: the same metrics and intervals as on the test split.
+    """Score a run on the external set: the same metrics and intervals as on the test split, at
+    0.5 and at the threshold training tuned (``*_at_val_threshold``), and per image source.
 
     Args:
         checkpoint: the run's ``{ns}.model`` (latest version unless ``--load-versions``).
@@ -137,6 +141,8 @@ def evaluate_external(
         data: ``data`` parameters.
         external: ``external`` parameters, to check the cache is current.
         evaluation: ``evaluation`` parameters (batch size, device, bootstrap).
+        external_manifest: the external images' manifest (its ``source`` column: camera or
+            generator per image) for ``per_source``; None leaves it out.
         variant: the run's variant key.
         namespace: the run's namespace, which names ``{ns}.model`` in messages; None = ``variant``.
 
@@ -174,8 +180,9 @@ def evaluate_external(
         channels_last=channels_last,
         num_workers=resolve_num_workers(cfg.num_workers, "evaluation.num_workers", device.type),
     )
+    threshold = checkpoint_threshold(checkpoint, catalog_source(namespace or variant))
     predictions, metrics = summarise_scores(
-        scores, list(external_cache.paths), cfg.bootstrap_kwargs()
+        scores, list(external_cache.paths), cfg.bootstrap_kwargs(), val_threshold=threshold
     )
     metrics.update(
         namespace=checkpoint.get("namespace"),
@@ -186,6 +193,19 @@ def evaluate_external(
         images_per_s=scores.images_per_s,
         data_fingerprint=checkpoint.get("data_fingerprint"),
     )
+    if external_manifest is not None and "source" in external_manifest:
+        sources = dict(
+            zip(external_manifest["path"].astype(str), external_manifest["source"], strict=True)
+        )
+        run = RunResult(namespace or variant, variant, checkpoint.get("seed"), metrics, predictions)
+        boot = cfg.bootstrap
+        metrics["per_source"] = per_source_table(
+            [run],
+            sources,
+            n_resamples=boot.n_resamples,
+            confidence=boot.confidence,
+            seed=boot.seed,
+        ).to_dict("records")
     logger.info(
         "%s on the external set: acc %.4f (95%% CI %.4f-%.4f), AUC %.4f, EER %.4f, %d images",
         checkpoint.get("namespace", variant),

@@ -74,6 +74,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                         "params:data",
                         "params:external",
                         "params:evaluation",
+                        "external_manifest",
                     ],
                     outputs=["external_predictions", "external_metrics"],
                     name="evaluate_external",
@@ -84,7 +85,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
             Pipeline(
                 base,
                 namespace=run.namespace,
-                inputs={"external_cache", "external_source"},
+                inputs={"external_cache", "external_source", "external_manifest"},
                 parameters={"params:data", "params:external", "params:evaluation"},
             )
         )

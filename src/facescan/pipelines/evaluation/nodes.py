@@ -114,7 +114,11 @@ def evaluate_model(
     val = score_cache(model, val_cache, **kwargs)  # first: it also warms up the timed test pass
     test = score_cache(model, test_cache, **kwargs)
     predictions, metrics = summarise_scores(
-        test, list(test_cache.paths), cfg.bootstrap_kwargs(), val=val
+        test,
+        list(test_cache.paths),
+        cfg.bootstrap_kwargs(),
+        val=val,
+        val_threshold=checkpoint.get("val_threshold"),  # the one predict decides with
     )
     metrics.update(
         params=params,

@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facescan.checkpoint import catalog_source
 from facescan.data.imaging import check_background
 from facescan.evaluation.config import PredictConfig
+from facescan.evaluation.explain import explain_files
 from facescan.evaluation.metrics import p_fake_from_logits, predict_labels
 from facescan.evaluation.scoring import (
+    checkpoint_threshold,
     list_image_files,
     load_run_model,
     resolve_num_workers,
@@ -58,7 +61,7 @@ def predict_images(
     *,
     variant: str,
     namespace: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Score every image under ``predict.input_path`` with a trained run.
 
     Images are decoded, resized and centre-cropped exactly as the training caches were (at the
@@ -75,8 +78,11 @@ def predict_images(
 
     Returns:
         ``{ns}.predictions`` (``path``, ``p_fake``, ``label``: 1 fake when
-        ``p_fake > predict.threshold``, else 0 real) sorted by path, and ``{ns}.predict_rejected``
-        (``path``, ``reason``).
+        ``p_fake`` above the threshold, else 0 real: ``predict.threshold``, by default ``val``, the
+        one training tuned on the validation images and stored in the checkpoint) sorted by path, and ``{ns}.predict_rejected``
+        (``path``, ``reason``), and ``{ns}.explanations``: with ``predict.explain``, one
+        class-activation map PNG per image (the first ``predict.explain_max`` by path) keyed by
+        the file's stem; empty otherwise.
 
     Raises:
         ValueError: naming ``predict.input_path`` when it is not set, ``predict.device`` or
@@ -85,6 +91,11 @@ def predict_images(
         FileNotFoundError: naming ``predict.input_path`` when it does not exist or holds no image.
     """
     cfg = PredictConfig.from_params(predict)
+    threshold = (
+        checkpoint_threshold(checkpoint, catalog_source(namespace or variant))
+        if cfg.threshold == "val"
+        else float(cfg.threshold)
+    )
     max_size, background = _decoding(checkpoint, preprocess, background, namespace or variant)
     paths = list_image_files(cfg.input_path, name="predict.input_path")
     device, amp_dtype, channels_last = inference_settings(cfg.device, cfg.amp, prefix="predict")
@@ -115,7 +126,7 @@ def predict_images(
         {
             "path": scored,
             "p_fake": p_fake,
-            "label": predict_labels(p_fake, cfg.threshold) if len(scored) else [],
+            "label": predict_labels(p_fake, threshold) if len(scored) else [],
         }
     ).astype({"path": str, "p_fake": float, "label": int})
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason"])
@@ -123,10 +134,26 @@ def predict_images(
         "%d scored (%d called fake at p_fake > %g), %d skipped",
         len(predictions),
         int(predictions["label"].sum()),
-        cfg.threshold,
+        threshold,
         len(rejected_df),
     )
-    return predictions.sort_values("path", ignore_index=True), rejected_df
+    explanations = {}
+    if cfg.explain and len(scored):
+        first = predictions.sort_values("path", ignore_index=True).head(cfg.explain_max)
+        explanations = explain_files(
+            model,
+            first["path"].tolist(),
+            first["p_fake"].tolist(),
+            cache_size=int(checkpoint["cache_size"]),
+            max_size=max_size,
+            input_size=int(checkpoint["input_size"]),
+            background=background,
+            device=device,
+            amp_dtype=amp_dtype,
+            name=checkpoint.get("namespace", variant),
+        )
+        logger.info("wrote %d class-activation maps (predict.explain)", len(explanations))
+    return predictions.sort_values("path", ignore_index=True), rejected_df, explanations
 
 
 def make_submission(predictions: pd.DataFrame) -> pd.DataFrame:

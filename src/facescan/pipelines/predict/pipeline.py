@@ -29,7 +29,7 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                         "params:preprocess",
                         "params:data.background",
                     ],
-                    outputs=["predictions", "predict_rejected"],
+                    outputs=["predictions", "predict_rejected", "explanations"],
                     name="predict_images",
                 ),
                 Node(

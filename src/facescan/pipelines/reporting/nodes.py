@@ -13,27 +13,33 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from facescan import provenance
-from facescan.evaluation.config import EvaluationConfig
+from facescan.evaluation.config import EvaluationConfig, ReportingConfig
+from facescan.evaluation.explain import choose_images, explain_runs
 from facescan.evaluation.plots import (
     plot_accuracy_ci,
     plot_accuracy_vs_gflops,
     plot_confusion_matrices,
+    plot_reliability,
     plot_robustness,
     plot_roc_curves,
     plot_training_curves,
 )
 from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
+from facescan.evaluation.scoring import load_run_model
 from facescan.evaluation.tables import (
     RUN_COLUMNS,
+    SOURCE_COLUMNS,
     RunResult,
     ablation_table,
     markdown_columns,
+    per_source_table,
     robustness_table,
     run_warnings,
     runs_table,
     to_markdown,
 )
 from facescan.params import Params
+from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +149,80 @@ SEEDS_METHOD = (
 )
 
 
+def build_per_source_table(
+    results: list[RunResult], split_manifest: pd.DataFrame, evaluation: EvaluationConfig
+) -> pd.DataFrame:
+    """``per_source_table``: every variant's accuracy and AUC per test-image source.
+
+    Args:
+        results: every run's outputs (their test predictions).
+        split_manifest: the split, whose ``source`` column names each image's source.
+        evaluation: ``evaluation`` parameters (the bootstrap's settings).
+    """
+    cfg = EvaluationConfig.from_params(evaluation)
+    if "source" not in split_manifest:
+        return pd.DataFrame(columns=list(SOURCE_COLUMNS))
+    sources = dict(zip(split_manifest["path"].astype(str), split_manifest["source"], strict=True))
+    return per_source_table(
+        results,
+        sources,
+        n_resamples=cfg.bootstrap.n_resamples,
+        confidence=cfg.bootstrap.confidence,
+        seed=cfg.bootstrap.seed,
+    )
+
+
 def build_robustness_table(results: list[RunResult]) -> pd.DataFrame:
     """Accuracy and AUC per perturbation per variant (mean over seeds), drop from clean."""
     return robustness_table(results)
+
+
+def explain_models(
+    runs: Sequence[tuple[str, str]],
+    results: list[RunResult],
+    test_cache: Any,
+    ablation: dict[str, Any],
+    evaluation: EvaluationConfig,
+    reporting: ReportingConfig,
+    *checkpoints: dict[str, Any],
+) -> tuple[dict[str, Figure], dict[str, Figure]]:
+    """The "Where the models look" grid: class-activation maps of every variant on the same
+    test images (:mod:`facescan.evaluation.explain`).
+
+    Args:
+        runs: ``(namespace, variant)`` of one run per variant (its first seed), bound when the
+            pipeline is built; ``checkpoints`` are their ``{ns}.model`` in that order.
+        results: every run's outputs (the test predictions: the baseline's choose the images).
+        test_cache: the test images.
+        ablation: ``ablation`` parameters (``baseline``).
+        evaluation: ``evaluation`` parameters (device and autocast, as scoring).
+        reporting: ``reporting`` parameters (``explain.n_images``, ``explain.seed``).
+
+    Returns:
+        The same ``{name}.png -> Figure`` mapping twice: for ``explain_plots`` (a versioned PNG)
+        and ``explain_figures`` (kept in memory for the report); empty when disabled.
+    """
+    cfg = ReportingConfig.parse(reporting).explain
+    if not cfg.enabled or not runs:
+        return {}, {}
+    scoring = EvaluationConfig.parse(evaluation)
+    device, amp_dtype, channels_last = inference_settings(scoring.device, scoring.amp)
+    by_namespace = {r.namespace: r for r in results}
+    baseline = (ablation or {}).get("baseline")
+    first = {r.variant: r for r in reversed(results)}  # each variant's first run
+    reference = first.get(baseline) or results[0]
+    predictions = reference.predictions
+    indices = choose_images(
+        predictions["label"].to_numpy(), predictions["p_fake"].to_numpy(), cfg.n_images, cfg.seed
+    )
+    models, p_fake = {}, {}
+    for (namespace, variant), checkpoint in zip(runs, checkpoints, strict=True):
+        model = load_run_model(checkpoint, variant, namespace, device, channels_last)
+        models[variant] = (model, int(checkpoint["input_size"]))
+        p_fake[variant] = by_namespace[namespace].predictions["p_fake"].to_numpy()
+    figure = explain_runs(models, test_cache, indices, p_fake, device=device, amp_dtype=amp_dtype)
+    named = {"where_models_look.png": figure}
+    return named, named
 
 
 def plot_ablation(
@@ -186,6 +263,12 @@ def plot_ablation(
         ),
         "confusion_matrices": plot_confusion_matrices(matrices),
         "robustness": plot_robustness(robustness),
+        "reliability": plot_reliability(
+            {
+                v: [(r.predictions["label"], r.predictions["p_fake"]) for r in runs]
+                for v, runs in by_variant.items()
+            }
+        ),
     }
     named = {f"{k}.png": fig for k, fig in figures.items()}
     return named, named
@@ -221,6 +304,8 @@ def render_ablation_report(
     parameters: dict[str, Any],
     report_history: list[dict[str, Any]] | None = None,
     report_run: dict[str, Any] | None = None,
+    per_source: pd.DataFrame | None = None,
+    explain_figures: dict[str, Figure] | None = None,
 ) -> tuple[str, str]:
     """The self-contained HTML report: the stable copy and the versioned one.
 
@@ -237,6 +322,8 @@ def render_ablation_report(
         parameters: all parameters (the run settings shown).
         report_history: earlier reports (``ablation_report_history``), listed with links.
         report_run: this run's Kedro save version and environment (the project's hook gives it).
+        per_source: ``per_source_table`` (accuracy and AUC per image source).
+        explain_figures: ``explain_figures`` (the class-activation maps' grid), if any.
 
     Returns:
         ``ablation_report`` (data/08_reporting/ablation_report.html, always the latest) and
@@ -284,6 +371,8 @@ def render_ablation_report(
         runs=runs,
         seeds_method=SEEDS_METHOD if bool((table["n_seeds"] > 1).any()) else None,
         robustness=robustness,
+        per_source=per_source,
+        explain=explain_figures,
         stage_timings=stage_timings,
         data_hash=manifest_hash(split_manifest),
         run=run,

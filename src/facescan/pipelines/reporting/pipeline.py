@@ -16,7 +16,9 @@ from facescan.runs import VariantRun
 from .nodes import (
     RUN_INPUTS,
     build_ablation_table,
+    build_per_source_table,
     build_robustness_table,
+    explain_models,
     gather_results,
     plot_ablation,
     render_ablation_report,
@@ -28,6 +30,10 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
     if not runs:
         return Pipeline([])
     keys = tuple((r.namespace, r.variant, r.seed) for r in runs)
+    first: dict[str, str] = {}
+    for r in runs:  # one run per variant (its first seed) for the class-activation maps
+        first.setdefault(r.variant, r.namespace)
+    explained = tuple((ns, variant) for variant, ns in first.items())
     gather = bind(gather_results, keys)
     with warnings.catch_warnings():
         # The inputs are the runs' namespaced outputs ("<ns>.metrics"): the dots are Kedro's
@@ -60,6 +66,25 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                 name="build_robustness_table",
             ),
             Node(
+                build_per_source_table,
+                inputs=["ablation_results", "split_manifest", "params:evaluation"],
+                outputs="per_source_table",
+                name="build_per_source_table",
+            ),
+            Node(
+                bind(explain_models, explained),
+                inputs=[
+                    "ablation_results",
+                    "test_cache",
+                    "params:ablation",
+                    "params:evaluation",
+                    "params:reporting",
+                ]
+                + [f"{ns}.model" for ns, _ in explained],
+                outputs=["explain_plots", "explain_figures"],
+                name="explain_models",
+            ),
+            Node(
                 plot_ablation,
                 inputs=["ablation_results", "ablation_table", "robustness_table"],
                 outputs=["ablation_plots", "ablation_figures"],
@@ -80,6 +105,8 @@ def create_pipeline(runs: list[VariantRun]) -> Pipeline:
                     "parameters",
                     "ablation_report_history",
                     "report_run",
+                    "per_source_table",
+                    "explain_figures",
                 ],
                 outputs=["ablation_report", "ablation_report_version"],
                 name="render_ablation_report",

@@ -9,6 +9,7 @@ import pandas as pd
 
 from facescan.checkpoint import HISTORY_COLUMNS
 from facescan.data.cache import ImageCache
+from facescan.data.transforms import Degradations
 from facescan.models import resolve_options
 from facescan.training import TrainConfig, fit
 from facescan.training.config import ModelParams
@@ -56,6 +57,7 @@ def train_model(
     )
     if "input_size" not in (preprocess or {}):
         raise ValueError("preprocess.input_size is not set (the side of the network input)")
+    degradations = Degradations.from_params((preprocess or {}).get("augment"))
     checkpoint = fit(
         namespace=namespace,
         variant=variant,
@@ -66,6 +68,7 @@ def train_model(
         input_size=int(preprocess["input_size"]),
         seed=seed,
         pretrained=model.pretrained,
+        degradations=degradations,
     )
     history = pd.DataFrame(checkpoint["history"], columns=list(HISTORY_COLUMNS))
     return checkpoint, history
