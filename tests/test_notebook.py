@@ -157,8 +157,9 @@ def test_notebook_shows_the_ablation_table_with_every_variant(executed: tuple[Pa
 def test_notebook_draws_its_figures(executed: tuple[Path, Any]) -> None:
     _, nb = executed
     pngs = [out.data["image/png"] for out in _outputs(nb) if "image/png" in out.get("data", {})]
-    # training curves, ROC curves, score distributions, accuracy vs compute
-    assert len(pngs) == 4
+    # training curves, ROC curves, score distributions, accuracy vs compute, and the
+    # class-activation maps' grid (explain_plots, issue 15)
+    assert len(pngs) == 5
     for png in pngs:
         assert base64.b64decode(png).startswith(PNG)
 
