@@ -122,3 +122,20 @@ def test_flops_count_attention_on_cpu_and_meta_alike() -> None:
     with torch.device("meta"):
         meta = create_model("aspp_crossscan_vit", **SMALL)
     assert count_forward_flops(model, 64) == count_forward_flops(meta, 64)
+
+
+def test_feature_fusion_chooses_the_same_direction_under_bf16_autocast() -> None:
+    """The direction kept unweighted is chosen on float32 means: in bf16, near-equal gates (about
+    0.5 each at initialisation) tied and argmax picked direction 0 (14 of 64 images differed)."""
+    from facescan.models.fusion import FeatureFusion
+
+    torch.manual_seed(0)
+    fusion = FeatureFusion(512, reduction=16).eval()
+    x = torch.randn(64, 4, 512)
+    with torch.no_grad():
+        reference = FeatureFusion.choose(fusion.se(x.flatten(1)).view_as(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            gates = fusion.se(x.flatten(1)).view_as(x)
+        assert gates.dtype == torch.bfloat16
+        assert torch.equal(FeatureFusion.choose(gates), reference)
+        assert not torch.equal(gates.mean(dim=2).argmax(dim=1), reference)  # the old choice

@@ -350,9 +350,8 @@ def fusion_direction_weights(
     C)``; its per-direction weight is the mean over that direction's channels (what it compares:
     the direction with the largest mean is then added unweighted, the other three times their
     gates). Read by a forward hook on the gate (``FeatureFusion.se``) in eval mode, under the
-    given autocast, and averaged in float32. Under bf16 the model's own channel mean rounds: gates
-    within about 0.002 of each other tie, and FeatureFusion then keeps the first of them, which may
-    not be the argmax of these float32 means.
+    given autocast, and averaged in float32, as ``FeatureFusion.choose`` does: the starred (largest)
+    direction is the one the model kept.
 
     Args:
         model: a FaceScanNet on ``device``.
