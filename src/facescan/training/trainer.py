@@ -418,7 +418,6 @@ class _Trainer:
             if self.cfg.num_workers == "auto"
             else int(self.cfg.num_workers)
         )
-        pin = self.device.type == "cuda"  # not on a GPU machine told to train on the CPU
         # Shuffles by (seed, epoch) on one rank as on many (set_epoch), so a resumed epoch sees
         # the same order.
         sampler = DistributedSampler(
@@ -428,18 +427,21 @@ class _Trainer:
             shuffle=True,
             seed=spec.seed,
         )
+        # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
+        common = {
+            "input_size": spec.input_size,
+            "batch_size": per_rank,
+            "num_workers": workers,
+            "seed": spec.seed,
+            "persistent_workers": False,
+            "pin_memory": self.device.type == "cuda",  # not on a GPU machine told to use the CPU
+        }
         train_loader = build_loader(
             spec.train_cache,
             train=True,
-            input_size=spec.input_size,
-            batch_size=per_rank,
-            num_workers=workers,
             sampler=sampler,
-            seed=spec.seed,
-            # Fresh workers each epoch, seeded from the epoch's generator: resumable exactly.
-            persistent_workers=False,
-            pin_memory=pin,
             degradations=spec.degradations,
+            **common,
         )
         # Validation shards without padding (a DistributedSampler would repeat images).
         val_shard = (
@@ -447,17 +449,7 @@ class _Trainer:
             if env.world_size > 1
             else None
         )
-        val_loader = build_loader(
-            spec.val_cache,
-            train=False,
-            input_size=spec.input_size,
-            batch_size=per_rank,
-            num_workers=workers,
-            sampler=val_shard,
-            seed=spec.seed,
-            persistent_workers=False,
-            pin_memory=pin,
-        )
+        val_loader = build_loader(spec.val_cache, train=False, sampler=val_shard, **common)
         return sampler, train_loader, val_loader
 
     def _epoch(
