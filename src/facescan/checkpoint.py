@@ -9,11 +9,13 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``seed``               the training seed
 ``model_options``      the resolved options :func:`facescan.models.create_model` accepts
 ``pretrained``         the ImageNet weights file training started from (``model.pretrained``)
-``state_dict``         the best epoch's weights (CPU tensors)
+``state_dict``         the kept epoch's weights (CPU tensors): the best one, or the last one
+                       under ``training.keep: last``
 ``config``             the resolved training configuration
 ``history``            one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr,
                        seconds, images_per_s
 ``best_epoch``         1-based epoch of ``state_dict``; ``best_val_acc``, ``best_val_loss``
+                       its validation metrics
 ``train_seconds``      wall time of all epochs (resumed runs included)
 ``input_size``         the network input side; ``cache_size`` the cached image side
 ``val_threshold``      the decision threshold on p_fake tuned on the validation images with the

@@ -8,8 +8,11 @@ pipeline tests use the real models.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,20 @@ from facescan.data.cache import ImageCache, ImageStream, write_cache
 from facescan.training import TrainConfig
 
 SIZE, INPUT = 40, 32
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` as a module, leaving ``sys.path`` as it was (the script
+    puts benchmarks/ on it for ``_common``)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path
+    return module
 
 
 def make_cache(path: Path, n: int, seed: int, size: int = SIZE) -> ImageCache:

@@ -16,13 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 PAPER_STABILITY = (0.0, None, 1.0)
 
 
-@pytest.mark.parametrize("env", ["base", "test", "paper"])
+@pytest.mark.parametrize("env", ["base", "test", "paper", "faces"])
 def test_shipped_configurations_validate(env: str) -> None:
     base = yaml.safe_load((REPO / "conf/base/parameters_training.yml").read_text())["training"]
     files = {
         "base": [],
         "test": ["conf/test/parameters_training.yml"],
         "paper": ["conf/paper/parameters.yml"],
+        "faces": ["conf/faces/parameters.yml"],
     }[env]
     params = dict(base)
     for f in files:
@@ -43,6 +44,14 @@ def test_shipped_configurations_validate(env: str) -> None:
         # base's warm-up, clipping and ViT rate must not leak in through the soft merge
         # (docs/model.md, "Training the transformer variants"): the report has none of them.
         assert stability == PAPER_STABILITY
+        assert config.keep == "best"  # the report keeps the best validation accuracy
+    if env == "faces":  # benchmarks/recipe_selection.py: the whole cosine, its end kept
+        assert (config.max_epochs, config.t_max, config.keep, config.patience) == (
+            20,
+            20,
+            "last",
+            None,
+        )
     if env == "base":  # the CPU demo: the report's schedule, a larger rate for few steps
         assert recipe == (1e-3, 1e-4, 60, 1e-6, 20, 16)
         # Issue 11: the tail-ViT variants blew up or collapsed at 1e-3 from scratch; warm-up over
@@ -101,6 +110,18 @@ def test_defaults_and_conversions() -> None:
 def test_bad_values_name_the_parameter(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         TrainConfig.from_params(params)
+
+
+def test_keep_last_needs_no_early_stopping() -> None:
+    assert TrainConfig.from_params({}).keep == "best"
+    assert TrainConfig.from_params({"keep": "last", "patience": None}).keep == "last"
+    assert "keep" in RESULT_KEYS
+    with pytest.raises(ValueError, match=r"training\.keep: expected one of \['best', 'last'\]"):
+        TrainConfig.from_params({"keep": "final"})
+    with pytest.raises(
+        ValueError, match=r"training\.keep: last keeps .* training\.patience \(20\)"
+    ):
+        TrainConfig.from_params({"keep": "last"})
 
 
 def test_warns_when_max_epochs_exceed_t_max(caplog: pytest.LogCaptureFixture) -> None:

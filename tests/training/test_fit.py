@@ -230,6 +230,37 @@ def test_early_stopping_fires_at_patience_and_keeps_the_best_epoch(
     assert not all(torch.equal(ckpt["state_dict"][k], snapshots[5][k]) for k in snapshots[5])
 
 
+def test_keep_last_keeps_the_final_epoch_whatever_validation_says(
+    tiny_model, caches, tmp_path, monkeypatch
+) -> None:
+    # Validation accuracy peaks at epoch 2: keep: best would return it, keep: last must not.
+    accs = [0.50, 0.90, 0.60, 0.55]
+    losses = [0.70, 0.20, 0.60, 0.65]
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def scripted(model, criterion, loader, **kwargs):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        i = len(snapshots) - 1
+        return {"loss": losses[i % 4], "acc": accs[i % 4], "images": 16}
+
+    monkeypatch.setattr(trainer_module, "evaluate", scripted)
+    best = run(caches, make_config(tmp_path / "best", max_epochs=4, t_max=4, patience=None))
+    assert (best["best_epoch"], best["best_val_acc"]) == (2, 0.90)
+    assert all(torch.equal(best["state_dict"][k], snapshots[1][k]) for k in snapshots[1])
+
+    snapshots.clear()
+    last = run(
+        caches, make_config(tmp_path / "last", max_epochs=4, t_max=4, patience=None, keep="last")
+    )
+    assert [h["epoch"] for h in last["history"]] == [1, 2, 3, 4]
+    assert (last["best_epoch"], last["best_val_acc"], last["best_val_loss"]) == (4, 0.55, 0.65)
+    assert all(torch.equal(last["state_dict"][k], snapshots[3][k]) for k in snapshots[3])
+    assert not all(torch.equal(last["state_dict"][k], snapshots[1][k]) for k in snapshots[1])
+    assert last["config"]["keep"] == "last"
+    # The same run otherwise: the fingerprint tells them apart (no skip, no resume across them).
+    assert last["run_fingerprint"] != best["run_fingerprint"]
+
+
 def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

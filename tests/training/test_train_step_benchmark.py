@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,21 +10,12 @@ import torch
 from facescan import runtime
 from facescan.training import engine
 
-from .conftest import TINY_OPTIONS, TinyNet
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
+from .conftest import TINY_OPTIONS, TinyNet, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_step_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)  # puts benchmarks/ on sys.path for _common
-    finally:
-        sys.path[:] = path
-    return module
+    return load_benchmark("train_step")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from facescan.params import (
     AutoOrBool,
     AutoOrInt,
     Backend,
+    Choice,
     Device,
     Integer,
     NonNegativeFloat,
@@ -50,6 +51,7 @@ RESULT_KEYS = (
     "clip_grad_norm",
     "transformer_lr_scale",
     "patience",
+    "keep",
     "class_weights",
     "seed",
     "amp",
@@ -131,6 +133,11 @@ class TrainConfig(Params):
     patience: Integer(1, nullable=True) = Field(
         20, description="epochs without a better validation accuracy before stopping; null: never"
     )
+    keep: Choice("best", "last") = Field(
+        "best",
+        description="which epoch's weights the run keeps: best (highest validation accuracy, ties: "
+        "lower validation loss; the report's) or last (the end of the schedule)",
+    )
     class_weights: Annotated[str | tuple[float, ...] | None, BeforeValidator(_class_weights)] = (
         Field(None, description='null (all 1), "balanced" or one weight per class')
     )
@@ -194,6 +201,12 @@ class TrainConfig(Params):
             raise ValueError(
                 f"training.warmup_epochs: {self.warmup_epochs} is longer than training.max_epochs "
                 f"({self.max_epochs}); the learning rate would never reach training.lr"
+            )
+        if self.keep == "last" and self.patience is not None:
+            raise ValueError(
+                f"training.keep: last keeps the end of the schedule, but training.patience "
+                f"({self.patience}) would cut the schedule at an epoch chosen by validation "
+                "accuracy; set training.patience: null, or training.keep: best"
             )
         if self.max_epochs > self.t_max:
             logger.warning(

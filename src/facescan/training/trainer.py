@@ -3,7 +3,8 @@
 Recipe (conf/base/parameters_training.yml): cross-entropy with optional class weights, AdamW
 (the ViTs optionally at their own rate), the report's per-epoch cosine with an optional per-step
 linear warm-up (:mod:`facescan.training.schedule`), optional gradient clipping, early stopping on
-validation accuracy, and the best epoch kept by validation accuracy (ties: lower validation loss).
+validation accuracy, and the best epoch kept by validation accuracy (ties: lower validation loss),
+or the last epoch (``training.keep: last``).
 
 Reproducibility: the model is initialised from ``seed``; every epoch then re-seeds torch, NumPy,
 ``random``, the shuffling sampler and the loader's generator from ``(seed, epoch, rank)``. An
@@ -258,12 +259,15 @@ class _Progress:
             state["epoch"],
         )
 
-    def update(self, record: dict[str, float]) -> bool:
-        """Add an epoch; True when it is the new best (higher val acc; ties: lower val loss)."""
+    def update(self, record: dict[str, float], keep: str = "best") -> bool:
+        """Add an epoch; True when its weights are the ones to keep: ``keep="best"``, the new best
+        (higher val acc; ties: lower val loss); ``keep="last"``, every epoch (the run keeps the end
+        of its schedule; ``best_*`` then describe that epoch)."""
         self.history.append(record)
         self.train_seconds += record["seconds"]
         acc, loss = record["val_acc"], record["val_loss"]
-        if acc > self.best_val_acc or (acc == self.best_val_acc and loss < self.best_val_loss):
+        better = acc > self.best_val_acc or (acc == self.best_val_acc and loss < self.best_val_loss)
+        if keep == "last" or better:
             self.best_epoch, self.best_val_acc, self.best_val_loss = record["epoch"], acc, loss
             self.bad_epochs = 0
             return True
@@ -335,7 +339,7 @@ class _Trainer:
                 record, step_lrs = self._epoch(
                     parts, progress, sampler, train_loader, val_loader, epoch
                 )
-                if progress.update(record) and env.primary:
+                if progress.update(record, cfg.keep) and env.primary:
                     self.files.save_best(self._checkpoint(parts.net, progress))
                 stopped_early = broadcast_flag(
                     cfg.patience is not None and progress.bad_epochs >= cfg.patience,
@@ -682,8 +686,10 @@ class _Trainer:
             },
         )
         logger.info(
-            "Finished %s: best val acc %.4f (loss %.4f) at epoch %d of %d, %.1f s of training",
+            "Finished %s: kept the %s epoch, val acc %.4f (loss %.4f) at epoch %d of %d, "
+            "%.1f s of training",
             self.name,
+            self.cfg.keep,
             progress.best_val_acc,
             progress.best_val_loss,
             progress.best_epoch,
