@@ -231,7 +231,7 @@ def test_early_stopping_fires_at_patience_and_keeps_the_best_epoch(
 
 
 def test_keep_last_keeps_the_final_epoch_whatever_validation_says(
-    tiny_model, caches, tmp_path, monkeypatch
+    tiny_model, caches, tmp_path, monkeypatch, caplog
 ) -> None:
     # Validation accuracy peaks at epoch 2: keep: best would return it, keep: last must not.
     accs = [0.50, 0.90, 0.60, 0.55]
@@ -249,9 +249,15 @@ def test_keep_last_keeps_the_final_epoch_whatever_validation_says(
     assert all(torch.equal(best["state_dict"][k], snapshots[1][k]) for k in snapshots[1])
 
     snapshots.clear()
-    last = run(
-        caches, make_config(tmp_path / "last", max_epochs=4, t_max=4, patience=None, keep="last")
-    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="facescan"):
+        last = run(
+            caches,
+            make_config(tmp_path / "last", max_epochs=4, t_max=4, patience=None, keep="last"),
+        )
+    epochs = [r.getMessage() for r in caplog.records if " epoch 2/4:" in r.getMessage()]
+    assert len(epochs) == 1 and "best" not in epochs[0]  # no "best 0.9 at epoch 2" to mislead
+    assert "Finished tiny_variant: kept the last epoch, val acc 0.5500" in caplog.text
     assert [h["epoch"] for h in last["history"]] == [1, 2, 3, 4]
     assert (last["best_epoch"], last["best_val_acc"], last["best_val_loss"]) == (4, 0.55, 0.65)
     assert all(torch.equal(last["state_dict"][k], snapshots[3][k]) for k in snapshots[3])

@@ -753,9 +753,11 @@ class _Trainer:
         step_lrs: Sequence[float] = (),
     ) -> None:
         epoch = int(record["epoch"])
-        logger.info(
+        message = (
             "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | "
-            "%.1f s, %.0f img/s | best %.4f at epoch %d",
+            "%.1f s, %.0f img/s"
+        )
+        args = [
             self.name,
             epoch,
             self.cfg.max_epochs,
@@ -766,9 +768,11 @@ class _Trainer:
             record["lr"],
             record["seconds"],
             record["images_per_s"],
-            progress.best_val_acc,
-            progress.best_epoch,
-        )
+        ]
+        if self.cfg.keep == "best":  # under keep: last every epoch is the kept one
+            message += " | best %.4f at epoch %d"
+            args += [progress.best_val_acc, progress.best_epoch]
+        logger.info(message, *args)
         if writer is None:
             return
         for tag, key in (
