@@ -20,6 +20,9 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``input_size``         the network input side; ``cache_size`` the cached image side
 ``val_threshold``      the decision threshold on p_fake tuned on the validation images with the
                        best weights (predict and evaluate_external decide with it)
+``tta``                how every score is computed (``training.tta``): ``none``, or ``hflip``
+                       (the image and its mirror image; the threshold was tuned that way);
+                       absent in older checkpoints, read as ``none``
 ``preprocess``         how the training images were decoded: ``max_size``, ``background``
                        (predict reuses them)
 ``data_fingerprint``   hash of the train and val caches' content
@@ -266,6 +269,13 @@ def check_checkpoint(ckpt: Any, source: str = "checkpoint") -> Mapping[str, Any]
             )
     if not isinstance(ckpt["model_options"], Mapping):
         raise ValueError(f"{source}: its model_options are not a dict; {_TRAIN_FIX}")
+    from facescan.models.tta import TTA_CHOICES
+
+    if ckpt.get("tta", "none") not in TTA_CHOICES:
+        raise ValueError(
+            f"{source}: its tta is {ckpt['tta']!r}, not one of {', '.join(TTA_CHOICES)}, so the "
+            f"file was edited or damaged; {_TRAIN_FIX}"
+        )
     return ckpt
 
 
@@ -316,14 +326,16 @@ def model_from_checkpoint(
             (e.g. ``"resnet50.model (data/06_models/resnet50/model.pt, latest version)"``).
 
     Returns:
-        The model with the checkpoint's weights, in eval mode.
+        The model with the checkpoint's weights, in eval mode; wrapped in
+        :class:`facescan.models.HorizontalFlipTTA` when the checkpoint's ``tta`` is ``hflip``
+        (:func:`facescan.models.single_view` unwraps it).
 
     Raises:
         ValueError: one sentence starting with ``source`` when ``ckpt`` is not a facescan
             checkpoint, belongs to another variant than ``expected_variant`` (both named, with the
             fix), or its weights do not fit its model options.
     """
-    from facescan.models import create_model
+    from facescan.models import create_model, with_tta
 
     check_checkpoint(ckpt, source)
     variant = ckpt["variant"]
@@ -360,4 +372,5 @@ def model_from_checkpoint(
             f"runs; retrain {variant} (kedro run --pipelines training --namespaces {variant} "
             "--params training.force=true)"
         )
-    return model.eval()
+    # Scores as training tuned its threshold: with the mirror image too under tta: hflip.
+    return with_tta(model, ckpt.get("tta")).eval()

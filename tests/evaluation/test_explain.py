@@ -322,3 +322,21 @@ def test_explain_grid_size_for_eight_images_and_nine_variants() -> None:
     assert len(fig.axes) == 8 * 10
     width, height = fig.get_size_inches()
     assert width <= 16 and height <= 14
+
+
+def test_a_flip_tta_model_is_explained_on_the_image_as_given(
+    built: Callable[[str], FaceScanNet],
+) -> None:
+    from facescan.models import HorizontalFlipTTA
+
+    model = built("aspp_crossscan_vit")
+    x = _images(2)
+    wrapped = HorizontalFlipTTA(model)
+    np.testing.assert_allclose(
+        class_activation_maps(wrapped, x, device=CPU),
+        class_activation_maps(model, x, device=CPU),
+        atol=1e-6,
+    )
+    weights = fusion_direction_weights(wrapped, x, device=CPU)
+    assert weights is not None and weights.shape == (2, 4)  # one row per image, not two
+    np.testing.assert_allclose(weights, fusion_direction_weights(model, x, device=CPU), rtol=1e-6)

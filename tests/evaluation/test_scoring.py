@@ -93,3 +93,36 @@ def test_files_are_scored_like_their_cached_copies_and_bad_files_skipped(tmp_pat
 def test_a_checkpoint_of_another_variant_is_refused() -> None:
     with pytest.raises(ValueError, match="another variant"):
         load_model(fake_checkpoint("resnet50"), expected_variant="vit", device=torch.device("cpu"))
+
+
+def test_a_flip_tta_checkpoint_is_evaluated_with_the_mirror_image(tmp_path: Path) -> None:
+    from facescan.data.transforms import eval_transform
+    from facescan.pipelines.evaluation.nodes import evaluate_model
+
+    good = write_images(tmp_path, 12)
+    cache = write_cache(
+        tmp_path / "cache",
+        ImageStream(
+            40,
+            [0, 1] * 6,
+            [str(p) for p in good],
+            lambda: stream_images([str(p) for p in good], 40, 1024),
+        ),
+    )
+    evaluation = {"device": "cpu", "amp": "off", "num_workers": 0, "batch_size": 4}
+    plain = fake_checkpoint()
+    runs = {
+        tta: evaluate_model({**plain, "tta": tta}, cache, cache, evaluation, variant="resnet50")
+        for tta in ("none", "hflip")
+    }
+    (p_none, m_none), (p_flip, m_flip) = runs["none"], runs["hflip"]
+    assert (m_none["tta"], m_flip["tta"]) == ("none", "hflip")
+    assert m_flip["gflops"] == m_none["gflops"]  # one forward pass, the model's cost
+    model = load_model(plain, expected_variant="resnet50", device=torch.device("cpu"))
+    x = torch.stack(
+        [eval_transform(32)(torch.from_numpy(np.array(cache[i][0]))) for i in range(len(good))]
+    )
+    with torch.no_grad():
+        mirrored = (torch.softmax(model(x), 1) + torch.softmax(model(x.flip(-1)), 1))[:, 1] / 2
+    np.testing.assert_allclose(p_flip["p_fake"].to_numpy(), mirrored.numpy(), atol=1e-5)
+    assert not np.allclose(p_none["p_fake"].to_numpy(), p_flip["p_fake"].to_numpy())

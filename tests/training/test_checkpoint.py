@@ -240,3 +240,21 @@ def test_what_a_checkpoint_asks_for_is_bounded_before_a_model_is_built(trained) 
     without = {k: v for k, v in ckpt.items() if k != "cache_size"}
     with pytest.raises(ValueError, match=r"incomplete facescan checkpoint \(no cache_size\)"):
         model_from_checkpoint(without, source="x.pt")
+
+
+def test_a_flip_tta_checkpoint_scores_with_the_mirror_image_and_a_bad_tta_is_refused(
+    trained,
+) -> None:
+    from facescan.models import HorizontalFlipTTA, single_view
+
+    model, ckpt = trained
+    assert not isinstance(model_from_checkpoint(ckpt), HorizontalFlipTTA)  # no tta key: none
+    rebuilt = model_from_checkpoint({**ckpt, "tta": "hflip"})
+    assert isinstance(rebuilt, HorizontalFlipTTA) and not rebuilt.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = (torch.softmax(model(x), 1) + torch.softmax(model(x.flip(-1)), 1)) / 2
+        torch.testing.assert_close(torch.softmax(rebuilt(x), 1), expected)
+        torch.testing.assert_close(single_view(rebuilt)(x), model(x))
+    with pytest.raises(ValueError, match="^x.pt: its tta is 'both', not one of none, hflip"):
+        model_from_checkpoint({**ckpt, "tta": "both"}, source="x.pt")

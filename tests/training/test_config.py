@@ -45,7 +45,11 @@ def test_shipped_configurations_validate(env: str) -> None:
         # (docs/model.md, "Training the transformer variants"): the report has none of them.
         assert stability == PAPER_STABILITY
         assert config.keep == "best"  # the report keeps the best validation accuracy
-    if env == "faces":  # benchmarks/recipe_selection.py: the whole cosine, its end kept
+        assert config.tta == "none"  # and scores each image once
+    if env == "faces":
+        assert (
+            config.tta == "hflip"
+        )  # benchmarks/recipe_selection.py: README, "Real faces"  # benchmarks/recipe_selection.py: the whole cosine, its end kept
         assert (config.max_epochs, config.t_max, config.keep, config.patience) == (
             20,
             20,
@@ -122,6 +126,14 @@ def test_keep_last_needs_no_early_stopping() -> None:
         ValueError, match=r"training\.keep: last keeps .* training\.patience \(20\)"
     ):
         TrainConfig.from_params({"keep": "last"})
+
+
+def test_tta_is_a_choice_that_changes_the_fingerprint() -> None:
+    assert TrainConfig.from_params({}).tta == "none"
+    assert TrainConfig.from_params({"tta": "hflip"}).tta == "hflip"
+    assert "tta" in RESULT_KEYS  # the tuned threshold depends on it
+    with pytest.raises(ValueError, match=r"training\.tta: expected one of \['none', 'hflip'\]"):
+        TrainConfig.from_params({"tta": "flip"})
 
 
 def test_warns_when_max_epochs_exceed_t_max(caplog: pytest.LogCaptureFixture) -> None:

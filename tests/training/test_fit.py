@@ -267,6 +267,39 @@ def test_keep_last_keeps_the_final_epoch_whatever_validation_says(
     assert last["run_fingerprint"] != best["run_fingerprint"]
 
 
+def _val_p_fake(model: torch.nn.Module, cache: Any) -> tuple[np.ndarray, np.ndarray]:
+    from facescan.data.loader import build_loader
+
+    loader = build_loader(cache, train=False, input_size=INPUT, batch_size=8)
+    with torch.no_grad():
+        pairs = [(torch.softmax(model.eval()(x), 1)[:, 1], y) for x, y in loader]
+    return torch.cat([p for p, _ in pairs]).numpy(), torch.cat([y for _, y in pairs]).numpy()
+
+
+def test_tta_hflip_tunes_the_threshold_on_mirror_averaged_scores_and_is_stored(
+    tiny_model, caches, tmp_path
+) -> None:
+    from facescan.models import HorizontalFlipTTA
+    from facescan.thresholds import tune_threshold
+
+    plain = run(caches, make_config(tmp_path / "none", max_epochs=2, t_max=2))
+    flipped = run(caches, make_config(tmp_path / "hflip", max_epochs=2, t_max=2, tta="hflip"))
+    assert (plain["tta"], flipped["tta"]) == ("none", "hflip")
+    # The same weights (tta changes no training step), yet another run: the threshold differs.
+    assert all(
+        torch.equal(plain["state_dict"][k], flipped["state_dict"][k]) for k in plain["state_dict"]
+    )
+    assert flipped["run_fingerprint"] != plain["run_fingerprint"]
+
+    net = tiny_model(TINY_OPTIONS)
+    net.load_state_dict(flipped["state_dict"])
+    single, labels = _val_p_fake(net, caches[1])
+    averaged, _ = _val_p_fake(HorizontalFlipTTA(net), caches[1])
+    assert not np.allclose(single, averaged)  # the mirror image scores differently
+    assert plain["val_threshold"] == pytest.approx(tune_threshold(labels, single), abs=1e-6)
+    assert flipped["val_threshold"] == pytest.approx(tune_threshold(labels, averaged), abs=1e-6)
+
+
 def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

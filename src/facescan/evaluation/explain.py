@@ -35,7 +35,7 @@ from captum.attr import LayerAttribution, LayerGradCam
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from facescan.models import DIRECTIONS, FeatureFusion
+from facescan.models import DIRECTIONS, FeatureFusion, single_view
 from facescan.runtime import autocast
 
 __all__ = [
@@ -261,7 +261,8 @@ def class_activation_maps(
     gradients (the model's ``requires_grad`` flags and train/eval mode are restored afterwards).
 
     Args:
-        model: a FaceScanNet on ``device``.
+        model: a FaceScanNet on ``device`` (under :class:`~facescan.models.HorizontalFlipTTA`,
+            the map is of the image as given, not of its mirror image).
         images: ``(N, 3, H, W)`` float images as the model reads them (ImageNet-normalised,
             :func:`facescan.data.transforms.eval_transform`); H, W >= 32, not necessarily square.
         target: the class explained (1 = fake, the default), or one class per image.
@@ -293,6 +294,8 @@ def class_activation_maps(
     device = torch.device(device)
     n, _, height, width = x_all.shape
     targets = _targets(target, n)
+    # The map is of the image as given: not of a flip-TTA model's mirror-image pass too.
+    model = single_view(model)
     layer, to_grid = cam_layer(model)
     view = None if to_grid is None else _GridView(model, layer, to_grid)
     net = model if view is None else view
@@ -364,6 +367,7 @@ def fusion_direction_weights(
         float32 ``(N, 4)`` in :data:`facescan.models.DIRECTIONS` order, or None for a model
         without Cross Scan fusion.
     """
+    model = single_view(model)  # the image as given, not a flip-TTA model's mirror image too
     fusion = _fusion_module(model)
     if fusion is None:
         return None

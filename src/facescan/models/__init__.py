@@ -18,6 +18,7 @@ from facescan.models.pos_embed import sincos_pos_embed_2d
 from facescan.models.pretrained import PretrainedReport, load_resnet50_weights
 from facescan.models.resnet import resnet50_trunk
 from facescan.models.se_bottleneck import SEBottleneck, se_bottleneck
+from facescan.models.tta import TTA_CHOICES, HorizontalFlipTTA, single_view, with_tta
 from facescan.models.variants import (
     DEFAULT_OPTIONS,
     OPTION_HELP,
@@ -37,12 +38,14 @@ __all__ = [
     "MIN_INPUT_SIZE",
     "OPTION_HELP",
     "VARIANTS",
+    "TTA_CHOICES",
     "VARIANT_DESCRIPTIONS",
     "CrossScanViT",
     "Dropout",
     "FaceScanNet",
     "FeatureFusion",
     "GlobalAvgPool2d",
+    "HorizontalFlipTTA",
     "MidViT",
     "PatchEmbed",
     "PretrainedReport",
@@ -64,4 +67,6 @@ __all__ = [
     "resolve_options",
     "se_bottleneck",
     "sincos_pos_embed_2d",
+    "single_view",
+    "with_tta",
 ]

@@ -17,6 +17,7 @@ import torch
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
 from facescan import runtime
+from facescan.models.tta import TTA_CHOICES
 from facescan.models.variants import DEFAULT_OPTIONS, resolve_options
 from facescan.params import (
     Amp,
@@ -52,6 +53,7 @@ RESULT_KEYS = (
     "transformer_lr_scale",
     "patience",
     "keep",
+    "tta",
     "class_weights",
     "seed",
     "amp",
@@ -137,6 +139,12 @@ class TrainConfig(Params):
         "best",
         description="which epoch's weights the run keeps: best (highest validation accuracy, ties: "
         "lower validation loss; the report's) or last (the end of the schedule)",
+    )
+    tta: Choice(*TTA_CHOICES) = Field(
+        "none",
+        description="how the trained model scores an image, stored in its checkpoint: none (the "
+        "report's) or hflip (the mean of the image's and its mirror image's probabilities) for "
+        "the validation-tuned threshold, evaluation, robustness, predict and evaluate_external",
     )
     class_weights: Annotated[str | tuple[float, ...] | None, BeforeValidator(_class_weights)] = (
         Field(None, description='null (all 1), "balanced" or one weight per class')

@@ -42,6 +42,7 @@ from facescan.checkpoint import CHECKPOINT_FORMAT
 from facescan.data.cache import ImageCache
 from facescan.data.loader import build_loader, default_num_workers
 from facescan.data.transforms import Degradations
+from facescan.models.tta import with_tta
 from facescan.thresholds import tune_threshold
 from facescan.training.config import TrainConfig
 from facescan.training.distributed import (
@@ -536,10 +537,10 @@ class _Trainer:
     @torch.no_grad()
     def _val_threshold(self, parts: _Parts, state_dict: dict[str, torch.Tensor]) -> float:
         """The decision threshold on p_fake tuned on the validation images with the best weights
-        (maximum balanced accuracy): predict and evaluate_external decide with it."""
-        net = parts.net
-        net.load_state_dict(state_dict)
-        net.eval()
+        (maximum balanced accuracy), scored as the checkpoint will score (``training.tta``):
+        predict and evaluate_external decide with it."""
+        parts.net.load_state_dict(state_dict)
+        net = with_tta(parts.net, self.cfg.tta).eval()
         loader = build_loader(
             self.spec.val_cache,
             train=False,
@@ -617,6 +618,9 @@ class _Trainer:
             "model_options": spec.model_options,
             "pretrained": spec.pretrained,
             "augment": spec.degradations.to_params() if spec.degradations is not None else None,
+            # How every score of this model is computed (facescan.models.tta), the tuned
+            # threshold's included.
+            "tta": self.cfg.tta,
             "state_dict": _cpu_state_dict(net),
             "config": {**self.cfg.to_dict(), "seed": spec.seed},
             "history": list(progress.history),

@@ -188,6 +188,7 @@ def evaluate_external(
         namespace=checkpoint.get("namespace"),
         variant=checkpoint.get("variant"),
         seed=checkpoint.get("seed"),
+        tta=checkpoint.get("tta") or "none",
         external_source=external_source.get("source"),
         external_cache_sha256=external_cache.sha256,
         images_per_s=scores.images_per_s,

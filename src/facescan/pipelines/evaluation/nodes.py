@@ -21,7 +21,7 @@ from facescan.evaluation.scoring import (
     score_cache,
     summarise_scores,
 )
-from facescan.models import count_forward_flops, count_parameters
+from facescan.models import count_forward_flops, count_parameters, single_view
 from facescan.runtime import inference_settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ CHECKPOINT_FACTS = (
 
 def _facts(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     facts = {k: checkpoint.get(k) for k in CHECKPOINT_FACTS}
+    # How every score was computed (training.tta; older checkpoints: none).
+    facts["tta"] = checkpoint.get("tta") or "none"
     facts["model_options"] = checkpoint.get("model_options")
     facts["training_config"] = checkpoint.get("config")
     facts["training_provenance"] = checkpoint.get("provenance")
@@ -102,7 +104,8 @@ def evaluate_model(
     _check_cache(test_cache, checkpoint, "test_cache")
     input_size = int(checkpoint["input_size"])
     params = count_parameters(model)
-    flops = count_forward_flops(model, input_size)
+    # One forward pass (tta: hflip scores with two; images_per_s is measured with them).
+    flops = count_forward_flops(single_view(model), input_size)
     kwargs = {
         "input_size": input_size,
         "batch_size": cfg.batch_size,
