@@ -18,7 +18,13 @@ from facescan.evaluation.plots import (
     plot_roc_curves,
     plot_training_curves,
 )
-from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
+from facescan.evaluation.report import (
+    caveats,
+    dataset_counts,
+    manifest_hash,
+    render_report,
+    scoring_method,
+)
 from facescan.evaluation.stats import bootstrap_ci
 from facescan.evaluation.tables import (
     TABLE_COLUMNS,
@@ -149,6 +155,26 @@ def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -
     for text in ("abc123", "truncated file", "12.5", "synthetic demo", "60 images", "torch"):
         assert text in html
     assert any("one seed" in n for n in notes) and any("60 images" in n for n in notes)
+    assert "Scoring." not in html  # each image scored once: nothing to say
+    mirrored = render_report(
+        table=table,
+        remarks=remarks,
+        figures={},
+        settings={},
+        counts=None,
+        rejected=None,
+        notes=[],
+        provenance={},
+        scoring=scoring_method({"resnet50": "hflip", "vit": "hflip"}),
+    )
+    assert "<b>Scoring.</b> Every score is the mean of the image&#x27;s and its mirror" in mirrored
+
+
+def test_scoring_method_says_how_runs_scored_and_when_they_differ() -> None:
+    assert scoring_method({"resnet50": "none", "vit": None}) is None  # older metrics: none
+    assert "training.tta: hflip" in scoring_method({"resnet50": "hflip"})
+    mixed = scoring_method({"vit": "none", "resnet50": "hflip"})
+    assert "training.tta: resnet50: hflip, vit: none" in mixed and "differ" in mixed
 
 
 def test_manifest_hash_ignores_row_order_and_counts_are_per_split() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "figure_to_base64",
     "manifest_hash",
     "render_report",
+    "scoring_method",
 ]
 
 #: The ``<meta name=...>`` tag a report carries its run's identity in (JSON content); the catalog's
@@ -97,6 +98,27 @@ def dataset_counts(
     counts["total"] = counts.sum(axis=1)
     counts.index.name = "split"
     return counts
+
+
+def scoring_method(tta: Mapping[str, str | None]) -> str | None:
+    """How the runs scored their images (``training.tta``, namespace -> value), in one sentence;
+    None when every run scored each image once (the report's way).
+    """
+    values = {name: value or "none" for name, value in tta.items()}
+    if set(values.values()) <= {"none"}:
+        return None
+    if set(values.values()) == {"hflip"}:
+        return (
+            "Every score is the mean of the image's and its mirror image's p_fake "
+            "(training.tta: hflip): the table, the curves, the robustness table and the "
+            "threshold tuned on validation alike."
+        )
+    listed = ", ".join(f"{name}: {value}" for name, value in sorted(values.items()))
+    return (
+        f"The runs score their images differently (training.tta: {listed}): hflip averages "
+        "the image's and its mirror image's p_fake, none scores the image once, so their "
+        "numbers differ by more than the variant."
+    )
 
 
 def caveats(
@@ -263,6 +285,7 @@ def render_report(
     data_hash: str = "unknown",
     title: str = "facescan ablation report",
     seeds_method: str | None = None,
+    scoring: str | None = None,
     run: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] = (),
 ) -> str:
@@ -288,6 +311,8 @@ def render_report(
         title: page title.
         seeds_method: how the numbers over several seeds are made (shown above the table), or
             None with one seed per variant.
+        scoring: how the runs scored their images (:func:`scoring_method`), shown above the
+            table; None when each image was scored once.
         run: this report's identity (``version``: Kedro's save version, ``env``, ``variants``,
             ``git_commit``), written in a ``facescan-run`` meta tag and shown at the top.
         history: earlier reports (``version``, ``path`` relative to data/08_reporting/, and what
@@ -323,6 +348,8 @@ def render_report(
     )
     if seeds_method:
         parts.append(f"<p><b>Several seeds.</b> {e(seeds_method.replace('`', ''))}</p>")
+    if scoring:
+        parts.append(f"<p><b>Scoring.</b> {e(scoring)}</p>")
     parts.append(_html_table(table))
     if remarks:
         parts.append(

@@ -24,7 +24,13 @@ from facescan.evaluation.plots import (
     plot_roc_curves,
     plot_training_curves,
 )
-from facescan.evaluation.report import caveats, dataset_counts, manifest_hash, render_report
+from facescan.evaluation.report import (
+    caveats,
+    dataset_counts,
+    manifest_hash,
+    render_report,
+    scoring_method,
+)
 from facescan.evaluation.scoring import load_run_model
 from facescan.evaluation.tables import (
     RUN_COLUMNS,
@@ -112,6 +118,9 @@ def build_ablation_table(
     md = "# Ablation table\n\n"
     if several:
         md += f"{SEEDS_METHOD}\n\n"
+    scoring = scoring_method({r.namespace: r.metrics.get("tta") for r in results})
+    if scoring:
+        md += f"{scoring}\n\n"
     md += to_markdown(table, columns=markdown_columns(table))
     if remarks:
         md += "\n" + "\n".join(f"- {r}" for r in remarks) + "\n"
@@ -370,6 +379,7 @@ def render_ablation_report(
         provenance=provenance.collect(),
         runs=runs,
         seeds_method=SEEDS_METHOD if bool((table["n_seeds"] > 1).any()) else None,
+        scoring=scoring_method({r.namespace: r.metrics.get("tta") for r in results}),
         robustness=robustness,
         per_source=per_source,
         explain=explain_figures,
