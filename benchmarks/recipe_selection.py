@@ -117,22 +117,22 @@ class Pool:
 def score(checkpoint: dict[str, Any], cache: Any, input_size: int) -> dict[str, Any]:
     """AUC and accuracies at the checkpoint's tuned threshold on ``cache``."""
     import torch
-    from sklearn.metrics import roc_auc_score
 
     from facescan.checkpoint import model_from_checkpoint
     from facescan.data.loader import build_loader
-    from facescan.evaluation.metrics import p_fake_from_logits
+    from facescan.evaluation.metrics import classification_metrics
     from facescan.evaluation.scoring import predict_logits
 
     model = model_from_checkpoint(checkpoint)
     loader = build_loader(cache, train=False, input_size=input_size, batch_size=64)
     logits, labels = predict_logits(model, loader, device=torch.device("cpu"))
-    p_fake = p_fake_from_logits(logits)
-    threshold = float(checkpoint["val_threshold"])
+    metrics = classification_metrics(
+        labels, logits, val_threshold=float(checkpoint["val_threshold"])
+    )
     return {
-        "auc": round(float(roc_auc_score(labels, p_fake)), 4),
-        "fake_acc_at_val_threshold": round(float((p_fake[labels == 1] > threshold).mean()), 4),
-        "real_acc_at_val_threshold": round(float((p_fake[labels == 0] <= threshold).mean()), 4),
+        "auc": round(metrics["auc"], 4),
+        "fake_acc_at_val_threshold": round(metrics["acc_fake_at_val_threshold"], 4),
+        "real_acc_at_val_threshold": round(metrics["acc_real_at_val_threshold"], 4),
         "kept_epoch": checkpoint["best_epoch"],
         "train_seconds": round(float(checkpoint["train_seconds"]), 1),
     }

@@ -55,6 +55,7 @@ __all__ = [
     "catalog_source",
     "check_checkpoint",
     "check_trained_on",
+    "checkpoint_tta",
     "data_fingerprint",
     "fsync_dir",
     "load_torch",
@@ -226,6 +227,12 @@ def _looks_like_state_dict(obj: Mapping[str, Any]) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+def checkpoint_tta(ckpt: Mapping[str, Any]) -> str:
+    """How the checkpoint's model scores an image (``training.tta``); ``none`` for a checkpoint
+    written before the key existed."""
+    return ckpt.get("tta") or "none"
+
+
 def check_checkpoint(ckpt: Any, source: str = "checkpoint") -> Mapping[str, Any]:
     """Check that ``ckpt`` is a facescan checkpoint dict.
 
@@ -271,7 +278,7 @@ def check_checkpoint(ckpt: Any, source: str = "checkpoint") -> Mapping[str, Any]
         raise ValueError(f"{source}: its model_options are not a dict; {_TRAIN_FIX}")
     from facescan.models.tta import TTA_CHOICES
 
-    if ckpt.get("tta", "none") not in TTA_CHOICES:
+    if checkpoint_tta(ckpt) not in TTA_CHOICES:
         raise ValueError(
             f"{source}: its tta is {ckpt['tta']!r}, not one of {', '.join(TTA_CHOICES)}, so the "
             f"file was edited or damaged; {_TRAIN_FIX}"
@@ -373,4 +380,4 @@ def model_from_checkpoint(
             "--params training.force=true)"
         )
     # Scores as training tuned its threshold: with the mirror image too under tta: hflip.
-    return with_tta(model, ckpt.get("tta")).eval()
+    return with_tta(model, checkpoint_tta(ckpt)).eval()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from facescan.checkpoint import catalog_source
+from facescan.checkpoint import catalog_source, checkpoint_tta
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import json_ready
@@ -188,7 +188,7 @@ def evaluate_external(
         namespace=checkpoint.get("namespace"),
         variant=checkpoint.get("variant"),
         seed=checkpoint.get("seed"),
-        tta=checkpoint.get("tta") or "none",
+        tta=checkpoint_tta(checkpoint),
         external_source=external_source.get("source"),
         external_cache_sha256=external_cache.sha256,
         images_per_s=scores.images_per_s,

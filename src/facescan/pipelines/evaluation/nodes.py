@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from facescan.checkpoint import catalog_source, check_trained_on
+from facescan.checkpoint import catalog_source, check_trained_on, checkpoint_tta
 from facescan.data.cache import ImageCache
 from facescan.evaluation.config import EvaluationConfig
 from facescan.evaluation.metrics import classification_metrics, json_ready
@@ -45,7 +45,7 @@ CHECKPOINT_FACTS = (
 def _facts(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     facts = {k: checkpoint.get(k) for k in CHECKPOINT_FACTS}
     # How every score was computed (training.tta; older checkpoints: none).
-    facts["tta"] = checkpoint.get("tta") or "none"
+    facts["tta"] = checkpoint_tta(checkpoint)
     facts["model_options"] = checkpoint.get("model_options")
     facts["training_config"] = checkpoint.get("config")
     facts["training_provenance"] = checkpoint.get("provenance")
