@@ -19,7 +19,9 @@ A facescan checkpoint is a plain dict (everything in it loads with ``torch.load(
 ``train_seconds``      wall time of all epochs (resumed runs included)
 ``input_size``         the network input side; ``cache_size`` the cached image side
 ``val_threshold``      the decision threshold on p_fake tuned on the validation images with the
-                       best weights (predict and evaluate_external decide with it)
+                       kept weights by ``config["threshold"]`` (``training.threshold``; absent
+                       in older configs: balanced_accuracy); predict and evaluate_external
+                       decide with it
 ``tta``                how every score is computed (``training.tta``): ``none``, or ``hflip``
                        (the image and its mirror image; the threshold was tuned that way);
                        absent in older checkpoints, read as ``none``

@@ -170,6 +170,18 @@ def test_report_is_self_contained_and_has_table_plots_caveats_provenance(runs) -
     assert "<b>Scoring.</b> Every score is the mean of the image&#x27;s and its mirror" in mirrored
 
 
+def test_scoring_method_says_how_thresholds_were_tuned_and_when_they_differ() -> None:
+    # The best gap (or an older run without the key) is the default: nothing to say.
+    assert scoring_method({"resnet50": "none"}, {"resnet50": "balanced_accuracy"}) is None
+    assert scoring_method({"resnet50": "none"}, {"resnet50": None}) is None
+    fitted = scoring_method({"resnet50": "none"}, {"resnet50": "logistic"})
+    assert fitted.startswith("The decision threshold") and "training.threshold: logistic" in fitted
+    both = scoring_method({"resnet50": "hflip"}, {"resnet50": "logistic"})
+    assert both.startswith("Every score is the mean") and "logistic fit" in both
+    mixed = scoring_method({"a": "none", "b": "none"}, {"b": "logistic", "a": None})
+    assert "training.threshold: a: balanced_accuracy, b: logistic" in mixed
+
+
 def test_scoring_method_says_how_runs_scored_and_when_they_differ() -> None:
     assert scoring_method({"resnet50": "none", "vit": None}) is None  # older metrics: none
     assert "training.tta: hflip" in scoring_method({"resnet50": "hflip"})

@@ -46,10 +46,11 @@ def test_shipped_configurations_validate(env: str) -> None:
         assert stability == PAPER_STABILITY
         assert config.keep == "best"  # the report keeps the best validation accuracy
         assert config.tta == "none"  # and scores each image once
+        assert config.threshold == "balanced_accuracy"
     if env == "faces":
-        assert (
-            config.tta == "hflip"
-        )  # benchmarks/recipe_selection.py: README, "Real faces"  # benchmarks/recipe_selection.py: the whole cosine, its end kept
+        # benchmarks/recipe_selection.py (README, "Real faces"): the mirror image scored, the
+        # threshold from a logistic fit on validation, the whole cosine with its end kept.
+        assert (config.tta, config.threshold) == ("hflip", "logistic")
         assert (config.max_epochs, config.t_max, config.keep, config.patience) == (
             20,
             20,
@@ -134,6 +135,17 @@ def test_tta_is_a_choice_that_changes_the_fingerprint() -> None:
     assert "tta" in RESULT_KEYS  # the tuned threshold depends on it
     with pytest.raises(ValueError, match=r"training\.tta: expected one of \['none', 'hflip'\]"):
         TrainConfig.from_params({"tta": "flip"})
+
+
+def test_threshold_is_a_rule_that_changes_the_fingerprint() -> None:
+    assert TrainConfig.from_params({}).threshold == "balanced_accuracy"
+    assert TrainConfig.from_params({"threshold": "logistic"}).threshold == "logistic"
+    assert "threshold" in RESULT_KEYS  # the stored threshold depends on it
+    with pytest.raises(
+        ValueError,
+        match=r"training\.threshold: expected one of \['balanced_accuracy', 'logistic'\]",
+    ):
+        TrainConfig.from_params({"threshold": "youden"})
 
 
 def test_warns_when_max_epochs_exceed_t_max(caplog: pytest.LogCaptureFixture) -> None:

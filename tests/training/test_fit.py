@@ -300,6 +300,23 @@ def test_tta_hflip_tunes_the_threshold_on_mirror_averaged_scores_and_is_stored(
     assert flipped["val_threshold"] == pytest.approx(tune_threshold(labels, averaged), abs=1e-6)
 
 
+def test_threshold_logistic_stores_the_logistic_fit_of_the_validation_scores(
+    tiny_model, caches, tmp_path
+) -> None:
+    from facescan.thresholds import logistic_threshold, tune_threshold
+
+    gap = run(caches, make_config(tmp_path / "gap", max_epochs=2, t_max=2))
+    fit = run(caches, make_config(tmp_path / "fit", max_epochs=2, t_max=2, threshold="logistic"))
+    assert fit["config"]["threshold"] == "logistic"
+    assert fit["run_fingerprint"] != gap["run_fingerprint"]
+    net = tiny_model(TINY_OPTIONS)
+    net.load_state_dict(fit["state_dict"])
+    p_fake, labels = _val_p_fake(net, caches[1])
+    assert fit["val_threshold"] == pytest.approx(logistic_threshold(labels, p_fake), abs=1e-6)
+    assert fit["val_threshold"] != pytest.approx(0.5)  # a fit, not the fallback
+    assert gap["val_threshold"] == pytest.approx(tune_threshold(labels, p_fake), abs=1e-6)
+
+
 def test_tensorboard_holds_the_scalars(tiny_model, caches, tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -100,25 +100,66 @@ def dataset_counts(
     return counts
 
 
-def scoring_method(tta: Mapping[str, str | None]) -> str | None:
-    """How the runs scored their images (``training.tta``, namespace -> value), in one sentence;
-    None when every run scored each image once (the report's way).
-    """
-    values = {name: value or "none" for name, value in tta.items()}
-    if set(values.values()) <= {"none"}:
+def _setting_sentence(
+    key: str,
+    values: Mapping[str, str | None],
+    default: str,
+    uniform: Mapping[str, str],
+    mixed: tuple[str, str],
+) -> str | None:
+    """One sentence on a run setting (``key``, namespace -> value, None read as ``default``):
+    nothing when every run used ``default``, ``uniform[value]`` when all used one other value,
+    else ``mixed`` (lead, tail) around the listed values."""
+    values = {name: value or default for name, value in values.items()}
+    used = set(values.values())
+    if used <= {default}:
         return None
-    if set(values.values()) == {"hflip"}:
-        return (
-            "Every score is the mean of the image's and its mirror image's p_fake "
-            "(training.tta: hflip): the table, the curves, the robustness table and the "
-            "threshold tuned on validation alike."
-        )
+    if len(used) == 1:
+        return uniform[used.pop()]
     listed = ", ".join(f"{name}: {value}" for name, value in sorted(values.items()))
-    return (
-        f"The runs score their images differently (training.tta: {listed}): hflip averages "
-        "the image's and its mirror image's p_fake, none scores the image once, so their "
-        "numbers differ by more than the variant."
-    )
+    return f"{mixed[0]} ({key}: {listed}): {mixed[1]}"
+
+
+def scoring_method(
+    tta: Mapping[str, str | None], thresholds: Mapping[str, str | None] | None = None
+) -> str | None:
+    """How the runs scored their images (``training.tta``, namespace -> value) and tuned their
+    decision thresholds (``training.threshold``, namespace -> value), a sentence each; None when
+    every run scored each image once with the best-gap threshold (the report's way; a missing
+    value is read as that).
+    """
+    sentences = [
+        _setting_sentence(
+            "training.tta",
+            tta,
+            "none",
+            {
+                "hflip": "Every score is the mean of the image's and its mirror image's p_fake "
+                "(training.tta: hflip): the table, the curves, the robustness table and the "
+                "threshold tuned on validation alike."
+            },
+            (
+                "The runs score their images differently",
+                "hflip averages the image's and its mirror image's p_fake, none scores the image "
+                "once, so their numbers differ by more than the variant.",
+            ),
+        ),
+        _setting_sentence(
+            "training.threshold",
+            thresholds or {},
+            "balanced_accuracy",
+            {
+                "logistic": "The decision threshold (acc_at_val_threshold; predict decides with "
+                "it) is where a class-balanced logistic fit of the validation labels on the "
+                "scores' log-odds crosses 1/2 (training.threshold: logistic)."
+            },
+            (
+                "The runs tuned their decision thresholds differently",
+                "their acc_at_val_threshold differ by more than the variant.",
+            ),
+        ),
+    ]
+    return " ".join(s for s in sentences if s) or None
 
 
 def caveats(

@@ -35,6 +35,7 @@ from facescan.params import (
     PositiveInt,
     StrictBool,
 )
+from facescan.thresholds import THRESHOLD_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ RESULT_KEYS = (
     "patience",
     "keep",
     "tta",
+    "threshold",
     "class_weights",
     "seed",
     "amp",
@@ -145,6 +147,14 @@ class TrainConfig(Params):
         description="how the trained model scores an image, stored in its checkpoint: none (the "
         "report's) or hflip (the mean of the image's and its mirror image's probabilities) for "
         "the validation-tuned threshold, evaluation, robustness, predict and evaluate_external",
+    )
+    threshold: Choice(*THRESHOLD_RULES) = Field(
+        "balanced_accuracy",
+        description="how the decision threshold stored in the checkpoint is tuned on the "
+        "validation scores: balanced_accuracy (the gap between two validation scores with the "
+        "highest balanced accuracy) or logistic (where a class-balanced logistic fit of the "
+        "label on the scores' log-odds crosses 1/2: every score counts, steadier on small "
+        "validation sets)",
     )
     class_weights: Annotated[str | tuple[float, ...] | None, BeforeValidator(_class_weights)] = (
         Field(None, description='null (all 1), "balanced" or one weight per class')

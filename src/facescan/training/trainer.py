@@ -43,7 +43,7 @@ from facescan.data.cache import ImageCache
 from facescan.data.loader import build_loader, default_num_workers
 from facescan.data.transforms import Degradations
 from facescan.models.tta import with_tta
-from facescan.thresholds import tune_threshold
+from facescan.thresholds import choose_threshold
 from facescan.training.config import TrainConfig
 from facescan.training.distributed import (
     DistEnv,
@@ -536,9 +536,10 @@ class _Trainer:
 
     @torch.no_grad()
     def _val_threshold(self, parts: _Parts, state_dict: dict[str, torch.Tensor]) -> float:
-        """The decision threshold on p_fake tuned on the validation images with the best weights
-        (maximum balanced accuracy), scored as the checkpoint will score (``training.tta``):
-        predict and evaluate_external decide with it."""
+        """The decision threshold on p_fake tuned on the validation images with the kept weights
+        (``training.threshold``: maximum balanced accuracy, or a class-balanced logistic fit),
+        scored as the checkpoint will score (``training.tta``): predict and evaluate_external
+        decide with it."""
         parts.net.load_state_dict(state_dict)
         net = with_tta(parts.net, self.cfg.tta).eval()
         loader = build_loader(
@@ -558,9 +559,14 @@ class _Trainer:
                 logits = net(images)
             p_fake.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
             labels.append(targets)
-        threshold = tune_threshold(torch.cat(labels).numpy(), torch.cat(p_fake).numpy())
+        threshold = choose_threshold(
+            torch.cat(labels).numpy(), torch.cat(p_fake).numpy(), self.cfg.threshold
+        )
         logger.info(
-            "%s: decision threshold tuned on validation: p_fake > %.4f", self.name, threshold
+            "%s: decision threshold tuned on validation (%s): p_fake > %.4f",
+            self.name,
+            self.cfg.threshold,
+            threshold,
         )
         return threshold
 

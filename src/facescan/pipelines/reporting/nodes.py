@@ -91,6 +91,14 @@ def gather_results(
     return results
 
 
+def _scoring(results: list[RunResult]) -> str | None:
+    """The table's 'Scoring.' sentences: how each run scored images and tuned its threshold."""
+    return scoring_method(
+        {r.namespace: r.metrics.get("tta") for r in results},
+        {r.namespace: (r.metrics.get("training_config") or {}).get("threshold") for r in results},
+    )
+
+
 def build_ablation_table(
     results: list[RunResult], ablation: dict[str, Any], evaluation: EvaluationConfig
 ) -> tuple[pd.DataFrame, str, list[str], pd.DataFrame]:
@@ -118,7 +126,7 @@ def build_ablation_table(
     md = "# Ablation table\n\n"
     if several:
         md += f"{SEEDS_METHOD}\n\n"
-    scoring = scoring_method({r.namespace: r.metrics.get("tta") for r in results})
+    scoring = _scoring(results)
     if scoring:
         md += f"{scoring}\n\n"
     md += to_markdown(table, columns=markdown_columns(table))
@@ -379,7 +387,7 @@ def render_ablation_report(
         provenance=provenance.collect(),
         runs=runs,
         seeds_method=SEEDS_METHOD if bool((table["n_seeds"] > 1).any()) else None,
-        scoring=scoring_method({r.namespace: r.metrics.get("tta") for r in results}),
+        scoring=_scoring(results),
         robustness=robustness,
         per_source=per_source,
         explain=explain_figures,
