@@ -18,8 +18,13 @@ __all__ = [
     "tune_threshold",
 ]
 
-#: How training turns its validation scores into the stored threshold (``training.threshold``).
-THRESHOLD_RULES: tuple[str, ...] = ("balanced_accuracy", "logistic")
+
+def _both_classes(y: np.ndarray) -> bool:
+    """Whether ``y`` holds reals and fakes; warns (nothing to tune: 0.5 is kept) when not."""
+    if len(np.unique(y)) < 2:
+        warnings.warn("cannot tune a threshold on one class only: keeping 0.5", stacklevel=3)
+        return False
+    return True
 
 
 def strict_thresholds(thresholds: np.ndarray) -> np.ndarray:
@@ -50,8 +55,7 @@ def tune_threshold(labels: np.ndarray, p_fake: np.ndarray) -> float:
         missing, since nothing can be tuned then.
     """
     y = np.asarray(labels)
-    if len(np.unique(y)) < 2:
-        warnings.warn("cannot tune a threshold on one class only: keeping 0.5", stacklevel=2)
+    if not _both_classes(y):
         return 0.5
     fpr, tpr, thresholds = roc_curve(
         y, np.asarray(p_fake, dtype=np.float64), drop_intermediate=False
@@ -82,8 +86,7 @@ def logistic_threshold(labels: np.ndarray, p_fake: np.ndarray) -> float:
         positive), since no threshold means anything then.
     """
     y = np.asarray(labels)
-    if len(np.unique(y)) < 2:
-        warnings.warn("cannot tune a threshold on one class only: keeping 0.5", stacklevel=2)
+    if not _both_classes(y):
         return 0.5
     # Log-odds of p_fake, kept finite where a float32 softmax saturated to exactly 0 or 1.
     z = logit(np.clip(np.asarray(p_fake, dtype=np.float64), 1e-12, 1.0 - 1e-12))
@@ -106,10 +109,13 @@ def choose_threshold(labels: np.ndarray, p_fake: np.ndarray, rule: str) -> float
     Raises:
         ValueError: naming ``training.threshold`` for another rule.
     """
-    if rule == "balanced_accuracy":
-        return tune_threshold(labels, p_fake)
-    if rule == "logistic":
-        return logistic_threshold(labels, p_fake)
-    raise ValueError(
-        f"training.threshold must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}"
-    )
+    if rule not in _RULES:
+        raise ValueError(
+            f"training.threshold must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}"
+        )
+    return _RULES[rule](labels, p_fake)
+
+
+_RULES = {"balanced_accuracy": tune_threshold, "logistic": logistic_threshold}
+#: How training turns its validation scores into the stored threshold (``training.threshold``).
+THRESHOLD_RULES: tuple[str, ...] = tuple(_RULES)
